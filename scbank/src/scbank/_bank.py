@@ -416,6 +416,12 @@ class DataBank:
             names, or NaN/inf/negative counts. The bank is left unchanged.
         """
         check_name(study_id, "study id")
+        options = {
+            "layers": layers,
+            "obsm": obsm,
+            "chunk_size": chunk_size,
+            "cell_type_key": cell_type_key,
+        }
 
         def op(m: Manifest, tracker: FileTracker, token: str) -> Manifest:
             if any(s.study_id == study_id for s in m.studies):
@@ -425,20 +431,11 @@ class DataBank:
                 )
             source = Source.open(data)
             try:
+                vocab = Reader(self._root, m).vocab
                 entry, vocab = ingest(
-                    self._root,
-                    m.layout,
-                    Reader(self._root, m).vocab,
-                    source,
-                    study_id,
-                    m.next_cell_id,
-                    layers=layers,
-                    obsm=obsm,
-                    chunk_size=chunk_size,
-                    cell_type_key=cell_type_key,
-                    token=token,
-                    tracker=tracker,
-                )
+                    self._root, m.layout, vocab, source, study_id, m.next_cell_id,
+                    token=token, tracker=tracker, **options,
+                )  # fmt: skip
             finally:
                 source.close()
             grown = len(vocab) != m.vocab.n_rows

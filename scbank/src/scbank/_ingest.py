@@ -208,25 +208,21 @@ def plan(
     return _Plan(gene_names, obs_names, chosen_layers, chosen_obsm)
 
 
-def cellmeta_table(
-    obs: pd.DataFrame, obs_names: np.ndarray, study_id: str, cell_ids: np.ndarray
-) -> pa.Table:
-    """Arrow table of cell metadata: cell id, study id, obs name, then the obs columns."""
-    df = obs.reset_index(drop=True)
+def _with_columns(df: pd.DataFrame, first: dict[str, pa.Array], what: str) -> pa.Table:
+    """Arrow table of scBank's own columns ``first``, then the columns of ``df``.
+
+    pandas' schema metadata is kept, so other tools (``pandas.read_parquet``) see the dtypes.
+    """
     try:
-        table = pa.Table.from_pandas(df, preserve_index=False)
+        converted = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError) as e:
         bad = next(c for c in df.columns if not _converts(df[[c]]))
         raise InvalidInputError(
-            f"obs column {bad!r} of study {study_id!r} cannot be stored ({e}); convert it to "
-            "strings, numbers, booleans or a categorical"
+            f"{what} column {bad!r} cannot be stored ({e}); convert it to strings, numbers, "
+            "booleans or a categorical"
         ) from e
-    table = table.add_column(0, _obs.OBS_NAME, pa.array(obs_names.tolist(), pa.string()))
-    study = pa.DictionaryArray.from_arrays(
-        pa.array(np.zeros(len(df), np.int32)), pa.array([study_id])
-    )
-    table = table.add_column(0, _obs.STUDY_ID, study)
-    return table.add_column(0, _obs.CELL_ID, pa.array(cell_ids, pa.int64()))
+    columns = first | {name: converted.column(name) for name in converted.column_names}
+    return pa.table(columns).replace_schema_metadata(converted.schema.metadata)
 
 
 def _converts(df: pd.DataFrame) -> bool:
@@ -237,14 +233,28 @@ def _converts(df: pd.DataFrame) -> bool:
     return True
 
 
+def cellmeta_table(
+    obs: pd.DataFrame, obs_names: np.ndarray, study_id: str, cell_ids: np.ndarray
+) -> pa.Table:
+    """Arrow table of cell metadata: cell id, study id, obs name, then the obs columns."""
+    study = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(len(obs), np.int32)), pa.array([study_id])
+    )
+    first = {
+        _obs.CELL_ID: pa.array(cell_ids, pa.int64()),
+        _obs.STUDY_ID: study,
+        _obs.OBS_NAME: pa.array(obs_names.tolist(), pa.string()),
+    }
+    return _with_columns(obs, first, f"obs of study {study_id!r}:")
+
+
 def annotation_table(var: pd.DataFrame, gene_names: np.ndarray, gene_ids: np.ndarray) -> pa.Table:
     """Arrow table of a study's gene annotation: gene id, var name, then the var columns."""
-    try:
-        table = pa.Table.from_pandas(var.reset_index(drop=True), preserve_index=False)
-    except (pa.ArrowException, TypeError, ValueError) as e:
-        raise InvalidInputError(f"var cannot be stored ({e}); convert its columns") from e
-    table = table.add_column(0, _obs.VAR_NAME, pa.array(gene_names.tolist(), pa.string()))
-    return table.add_column(0, _obs.GENE_ID, pa.array(gene_ids, pa.int64()))
+    first = {
+        _obs.GENE_ID: pa.array(gene_ids, pa.int64()),
+        _obs.VAR_NAME: pa.array(gene_names.tolist(), pa.string()),
+    }
+    return _with_columns(var, first, "var")
 
 
 def study_row(study: Mapping[str, Any]) -> pa.Table:

@@ -280,6 +280,9 @@ def load(root: Path, generation: int | None = None) -> Manifest:
     if not current.is_file():
         raise ScBankError(f"{root} is not an scBank (no {MANIFEST}); create one first")
     path = current if generation is None else generation_path(root, generation)
+    if generation is not None and generation > load(root).generation:
+        # a crashed writer may leave the file of a generation that was never committed
+        raise ScBankError(f"generation {generation} of {root} was never committed")
     try:
         d = json.loads(path.read_bytes())
     except FileNotFoundError:

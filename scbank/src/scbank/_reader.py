@@ -180,9 +180,9 @@ class Reader:
                 tuple(f.path for f in s.cellmeta),
             )
         _obs.restore(df, fields["obs_dtypes"])
-        names = df[_obs.OBS_NAME].astype(object)
+        names = df[_obs.OBS_NAME].to_numpy(dtype=object)
         if reserved:
-            df.index = pd.Index(s.study_id + ":" + names, dtype=object, name=None)
+            df.index = pd.Index(s.study_id + ":" + names.astype(str), dtype=object)
             return df[[*_obs.RESERVED_OBS, *fields["obs_dtypes"]]]
         df.index = pd.Index(names, name=fields["obs_index_name"])
         return df[list(fields["obs_dtypes"])]
@@ -193,7 +193,7 @@ class Reader:
         df = read_table_file(self.root, s.annotation_file).to_pandas()
         _obs.restore(df, fields["var_dtypes"])
         gene_ids = df.pop(_obs.GENE_ID).to_numpy(np.int64)
-        df.index = pd.Index(df.pop(_obs.VAR_NAME).astype(object), name=fields["var_index_name"])
+        df.index = pd.Index(df.pop(_obs.VAR_NAME).to_numpy(object), name=fields["var_index_name"])
         return df, gene_ids
 
     def obs_dtypes(self) -> dict[str, Any]:

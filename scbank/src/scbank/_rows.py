@@ -31,6 +31,8 @@ def normalize_index(index: Any, n: int, what: str = "row") -> np.ndarray:
     if isinstance(index, (int, np.integer)):
         index = [index]
     arr = np.asarray(index)
+    if arr.ndim == 2 and 1 in arr.shape:  # np.ix_-style open mesh, as anndata passes it
+        arr = arr.ravel()
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
     if arr.dtype == bool:

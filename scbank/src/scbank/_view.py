@@ -72,12 +72,16 @@ class LazyTable:
     """Rows of an obsm table (dense -> ``numpy.ndarray``, sparse -> CSR), read on indexing.
 
     Cells without a row in a float dense table (e.g. embeddings written for some cells only)
-    read as NaN.
+    read as NaN. Studies may store tables of the same name with different widths; then
+    ``kind``, ``dtype`` and ``shape[1]`` are None and rows can be read within one study.
     """
 
     def __init__(self, reader: Reader, table: str) -> None:
-        kind, dtype, n_cols = reader.table_info(table)
         self._reader, self._table = reader, table
+        try:
+            kind, dtype, n_cols = reader.table_info(table)
+        except ValueError:
+            kind, dtype, n_cols = None, None, None
         self.kind, self.dtype, self.shape = kind, dtype, (reader.n_obs, n_cols)
 
     def __repr__(self) -> str:

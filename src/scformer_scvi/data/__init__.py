@@ -1,0 +1,24 @@
+"""Tokenization and data loading: genes -> vocabulary ids, values -> bins, cells -> sequences."""
+
+from ._binning import quantile_bins
+from ._loader import TokenizeCollate, TokenizedDataLoader, TokenizedDataSplitter
+from ._tokenizer import TokenizedCells, Tokenizer, mask_tokens
+from ._validation import validate_counts
+from ._vocab import CLS_TOKEN, MASK_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, GeneVocab, gene_names
+
+__all__ = [
+    "CLS_TOKEN",
+    "MASK_TOKEN",
+    "PAD_TOKEN",
+    "SPECIAL_TOKENS",
+    "GeneVocab",
+    "TokenizeCollate",
+    "TokenizedCells",
+    "TokenizedDataLoader",
+    "TokenizedDataSplitter",
+    "Tokenizer",
+    "gene_names",
+    "mask_tokens",
+    "quantile_bins",
+    "validate_counts",
+]

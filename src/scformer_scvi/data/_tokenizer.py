@@ -1,0 +1,229 @@
+"""Turn cells (rows of a count matrix) into padded gene-token sequences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._binning import quantile_bins
+
+# Fixed seed for the inference-time order of zero genes: any fixed order makes the choice a
+# function of the cell alone; a pseudo-random one avoids always picking the same genes.
+_ZERO_GENE_ORDER_SEED = 0
+
+
+@dataclass
+class TokenizedCells:
+    """A minibatch of cells as token sequences, all arrays ``(n_cells, seq_len)`` unless noted.
+
+    Position 0 of every cell is the ``<cls>`` token; real tokens follow without gaps, then
+    padding. ``seq_len`` is the length of the longest cell in the minibatch.
+
+    Attributes
+    ----------
+    gene_ids
+        Vocabulary ids (``<cls>`` first, ``<pad>`` after the cell's last token).
+    values
+        Raw counts of the tokens (0 for ``<cls>``, padding and sampled zero genes).
+    bins
+        Per-cell quantile bins of the values (see :func:`quantile_bins`); 0 for special tokens.
+    padding_mask
+        ``True`` at padding positions.
+    library_size
+        ``(n_cells,)`` total counts of each cell over all vocabulary genes of the panel.
+    """
+
+    gene_ids: np.ndarray
+    values: np.ndarray
+    bins: np.ndarray
+    padding_mask: np.ndarray
+    library_size: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Number of real tokens per cell, ``<cls>`` included."""
+        return (~self.padding_mask).sum(axis=1)
+
+
+class Tokenizer:
+    """Map count-matrix rows to gene-token sequences (vectorised over the minibatch).
+
+    Each cell becomes ``<cls>``, then its expressed genes, then optionally ``n_zero_genes``
+    genes of the panel that it does not express. Genes whose column id is ``-1`` (not in the
+    vocabulary) are ignored.
+
+    When a cell has more expressed genes than fit in ``max_seq_len - 1`` positions, the kept genes
+    are a uniform random subset when an ``rng`` is given (training) and otherwise the
+    highest-expressed genes, ties broken by column (inference): the tokens of a cell never depend
+    on the other cells of its minibatch. Zero genes are likewise random with an ``rng`` and
+    otherwise taken in a fixed pseudo-random gene order. Expressed genes take precedence over
+    zero genes for the available positions.
+
+    Parameters
+    ----------
+    column_ids
+        Vocabulary id of every column (gene) of the matrices to tokenize, ``-1`` if unknown.
+    pad_id, cls_id
+        Ids of ``<pad>`` and ``<cls>``.
+    max_seq_len
+        Maximum number of tokens per cell, ``<cls>`` included.
+    n_bins
+        Number of value bins, zero bin included.
+    n_zero_genes
+        Number of non-expressed panel genes added to each cell (when space remains).
+    """
+
+    def __init__(
+        self,
+        column_ids: np.ndarray,
+        pad_id: int,
+        cls_id: int,
+        max_seq_len: int = 512,
+        n_bins: int = 51,
+        n_zero_genes: int = 0,
+    ) -> None:
+        column_ids = np.asarray(column_ids, dtype=np.int64)
+        if max_seq_len < 2:
+            raise ValueError(
+                f"max_seq_len must be at least 2 (<cls> + one gene), got {max_seq_len}."
+            )
+        if n_zero_genes < 0:
+            raise ValueError(f"n_zero_genes must be non-negative, got {n_zero_genes}.")
+        self.known_columns = np.flatnonzero(column_ids >= 0)
+        if self.known_columns.size == 0:
+            raise ValueError(
+                "None of the genes is in the model's vocabulary, so no cell can be tokenized. "
+                "Check that gene names use the same convention (symbols vs Ensembl ids) as the "
+                "model, or pass gene_key= to setup_anndata to pick the right var column."
+            )
+        self.known_ids = column_ids[self.known_columns]
+        self.pad_id = int(pad_id)
+        self.cls_id = int(cls_id)
+        self.max_seq_len = int(max_seq_len)
+        self.n_bins = int(n_bins)
+        self.n_zero_genes = int(n_zero_genes)
+        order = np.random.default_rng(_ZERO_GENE_ORDER_SEED).permutation(self.known_ids.size)
+        self._zero_gene_rank = np.empty_like(order, dtype=np.float64)
+        self._zero_gene_rank[order] = np.arange(order.size)
+
+    @property
+    def n_known_genes(self) -> int:
+        """Number of panel genes that are in the vocabulary."""
+        return int(self.known_ids.size)
+
+    def __call__(
+        self, X: sp.spmatrix | np.ndarray, rng: np.random.Generator | None = None
+    ) -> TokenizedCells:
+        """Tokenize the rows of ``X`` (cells × panel genes, raw counts).
+
+        Parameters
+        ----------
+        X
+            Counts, CSR (preferred) or dense, with the columns ``column_ids`` describes.
+        rng
+            Source of randomness for gene subsampling and zero genes (training); ``None`` for
+            deterministic tokens (inference).
+        """
+        X = sp.csr_matrix(X, dtype=np.float32)[:, self.known_columns]
+        X.eliminate_zeros()
+        X.sort_indices()
+        n_cells = X.shape[0]
+        budget = self.max_seq_len - 1
+        nnz = np.diff(X.indptr)
+        bins_all = quantile_bins(X, self.n_bins)
+
+        # --- choose which expressed genes to keep (rank within cell < budget)
+        rows = np.repeat(np.arange(n_cells), nnz)
+        if rng is None:
+            order = np.lexsort((X.indices, -X.data, rows))  # top values, ties by column
+        else:
+            order = np.lexsort((rng.random(X.data.size), rows))
+        rank = np.arange(order.size) - X.indptr[rows[order]]
+        keep = order[rank < budget]
+        keep_pos = 1 + rank[rank < budget]
+        n_expr = np.minimum(nnz, budget)
+
+        # --- choose zero genes (not expressed in the cell) for the remaining positions
+        n_zero = np.minimum(
+            self.n_zero_genes, np.minimum(budget - n_expr, self.n_known_genes - nnz)
+        )
+        zero_rows, zero_cols, zero_pos = self._zero_genes(X, n_zero, n_expr, rng)
+
+        seq_len = 1 + int((n_expr + n_zero).max(initial=0))
+        gene_ids = np.full((n_cells, seq_len), self.pad_id, dtype=np.int64)
+        values = np.zeros((n_cells, seq_len), dtype=np.float32)
+        bins = np.zeros((n_cells, seq_len), dtype=np.int64)
+        gene_ids[:, 0] = self.cls_id
+        kept_rows = rows[keep]
+        gene_ids[kept_rows, keep_pos] = self.known_ids[X.indices[keep]]
+        values[kept_rows, keep_pos] = X.data[keep]
+        bins[kept_rows, keep_pos] = bins_all[keep]
+        gene_ids[zero_rows, zero_pos] = self.known_ids[zero_cols]
+        padding_mask = np.arange(seq_len)[None, :] > (n_expr + n_zero)[:, None]
+        library_size = np.asarray(X.sum(axis=1), dtype=np.float32).ravel()
+        return TokenizedCells(gene_ids, values, bins, padding_mask, library_size)
+
+    def _zero_genes(
+        self,
+        X: sp.csr_matrix,
+        n_zero: np.ndarray,
+        n_expr: np.ndarray,
+        rng: np.random.Generator | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, columns and sequence positions of the zero genes to add."""
+        k = int(n_zero.max(initial=0))
+        if k == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty
+        n_cells = X.shape[0]
+        if rng is None:
+            keys = np.broadcast_to(self._zero_gene_rank, (n_cells, self.n_known_genes)).copy()
+        else:
+            keys = rng.random((n_cells, self.n_known_genes))
+        keys[X.nonzero()] = np.inf  # expressed genes are not candidates
+        candidates = np.argpartition(keys, kth=k - 1, axis=1)[:, :k]
+        candidate_keys = np.take_along_axis(keys, candidates, axis=1)
+        candidates = np.take_along_axis(candidates, np.argsort(candidate_keys, axis=1), axis=1)
+        j = np.arange(k)[None, :]
+        chosen = j < n_zero[:, None]
+        zero_rows = np.broadcast_to(np.arange(n_cells)[:, None], (n_cells, k))[chosen]
+        zero_pos = (1 + n_expr[:, None] + j)[chosen]
+        return zero_rows, candidates[chosen], zero_pos
+
+
+def mask_tokens(
+    padding_mask: np.ndarray, mask_ratio: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Choose the tokens to mask for masked value prediction.
+
+    In every cell, ``round(mask_ratio * n)`` of its ``n`` gene tokens (at least one when
+    ``mask_ratio > 0``) are chosen uniformly at random. ``<cls>`` (position 0) and padding are
+    never masked.
+
+    Parameters
+    ----------
+    padding_mask
+        ``(n_cells, seq_len)``, ``True`` at padding.
+    mask_ratio
+        Fraction of gene tokens to mask, in ``[0, 1]``.
+    rng
+        Source of randomness.
+
+    Returns
+    -------
+    ``(n_cells, seq_len)`` boolean, ``True`` where the value is hidden from the model.
+    """
+    if not 0.0 <= mask_ratio <= 1.0:
+        raise ValueError(f"mask_ratio must be in [0, 1], got {mask_ratio}.")
+    eligible = ~padding_mask
+    eligible[:, 0] = False
+    n_eligible = eligible.sum(axis=1)
+    n_mask = np.rint(mask_ratio * n_eligible).astype(np.int64)
+    if mask_ratio > 0:
+        n_mask = np.maximum(n_mask, np.minimum(n_eligible, 1))
+    keys = rng.random(padding_mask.shape)
+    keys[~eligible] = np.inf
+    key_rank = np.argsort(np.argsort(keys, axis=1), axis=1)
+    return key_rank < n_mask[:, None]

@@ -1,0 +1,5 @@
+"""User-facing model classes."""
+
+from ._scformer import SCFormer
+
+__all__ = ["SCFormer"]

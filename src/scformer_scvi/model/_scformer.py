@@ -1,0 +1,313 @@
+"""The user-facing scFormer model."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+from scvi import REGISTRY_KEYS, settings
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalObsField, LayerField
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+from scvi.utils import setup_anndata_dsp
+
+from scformer_scvi.data import (
+    GeneVocab,
+    TokenizeCollate,
+    TokenizedDataLoader,
+    TokenizedDataSplitter,
+    Tokenizer,
+    gene_names,
+    validate_counts,
+)
+from scformer_scvi.module import SCFormerModule
+from scformer_scvi.train import SCFormerTrainingPlan
+
+from .base import EmbeddingMixin, SafeSaveLoadMixin
+
+logger = logging.getLogger(__name__)
+
+# Default training length: about this many optimizer steps, within [2, 100] epochs.
+_TARGET_STEPS = 3000
+
+
+class SCFormer(EmbeddingMixin, SafeSaveLoadMixin, UnsupervisedTrainingMixin, BaseModelClass):
+    """scFormer: a transformer over gene tokens, pretrained by masked value prediction.
+
+    Every cell is a set of tokens, one per expressed gene, each carrying the gene's identity and
+    its expression binned by per-cell quantile, plus a ``<cls>`` token whose final state is the
+    cell embedding. Training hides a fraction of the values and predicts them back.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`. ``None`` only together with ``registry``
+        (used when loading).
+    registry
+        A saved registry (used by :meth:`load`).
+    vocab
+        Gene vocabulary; ``None`` builds one from the genes of ``adata``.
+    d_model
+        Width of tokens and of the cell embedding.
+    n_heads
+        Attention heads.
+    n_layers
+        Transformer blocks.
+    d_ff
+        Feed-forward width; ``None`` means ``4 * d_model``.
+    dropout
+        Dropout rate.
+    n_bins
+        Value bins, zero bin included.
+    max_seq_len
+        Tokens per cell, ``<cls>`` included. Longer cells keep a random subset of genes in
+        training and their highest-expressed genes at inference.
+    n_zero_genes
+        Non-expressed genes added to each cell's tokens, so the model also learns zeros.
+    cell_embedding
+        ``"mean"`` (mean of the gene tokens' final states) or ``"cls"`` (the ``<cls>`` token's).
+    mvc_weight
+        Weight of the objective that predicts masked values from the cell embedding.
+
+    Examples
+    --------
+    >>> import scformer_scvi
+    >>> adata = scformer_scvi.datasets.baron_pancreas()
+    >>> scformer_scvi.SCFormer.setup_anndata(adata, batch_key="donor")
+    >>> model = scformer_scvi.SCFormer(adata, d_model=64, n_layers=2, max_seq_len=256)
+    >>> model.train(max_epochs=5)
+    >>> adata.obsm["X_scFormer"] = model.get_latent_representation()
+    """
+
+    _module_cls = SCFormerModule
+    _training_plan_cls = SCFormerTrainingPlan
+    _data_splitter_cls = TokenizedDataSplitter
+    _data_loader_cls = TokenizedDataLoader
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        registry: dict | None = None,
+        vocab: GeneVocab | None = None,
+        d_model: int = 128,
+        n_heads: int = 4,
+        n_layers: int = 4,
+        d_ff: int | None = None,
+        dropout: float = 0.1,
+        n_bins: int = 51,
+        max_seq_len: int = 512,
+        n_zero_genes: int = 0,
+        cell_embedding: str = "mean",
+        mvc_weight: float = 1.0,
+    ) -> None:
+        super().__init__(adata, registry)
+        if vocab is None:
+            if adata is None:
+                raise ValueError("Pass vocab= when creating a model without adata.")
+            vocab = GeneVocab.from_anndata(adata, self.registry_["setup_args"]["gene_key"])
+        self.vocab_ = vocab
+        self.n_bins = n_bins
+        self.max_seq_len = max_seq_len
+        self.n_zero_genes = n_zero_genes
+        self.module = self._module_cls(
+            n_tokens=len(vocab),
+            pad_id=vocab.pad_id,
+            n_bins=n_bins,
+            d_model=d_model,
+            n_heads=n_heads,
+            n_layers=n_layers,
+            d_ff=d_ff,
+            dropout=dropout,
+            cell_embedding=cell_embedding,
+            mvc_weight=mvc_weight,
+        )
+        n_params = sum(p.numel() for p in self.module.parameters())
+        self._model_summary_string = (
+            f"SCFormer: {n_layers} layers x {n_heads} heads, d_model={d_model}, "
+            f"{n_params / 1e6:.2f}M parameters; vocabulary {vocab.n_genes} genes "
+            f"(md5 {vocab.md5[:8]}); {n_bins} value bins, max_seq_len={max_seq_len}, "
+            f"n_zero_genes={n_zero_genes}; {cell_embedding} cell embedding; "
+            f"n_batch={self.summary_stats.n_batch}, "
+            f"n_labels={self.summary_stats.n_labels}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+        # The vocabulary is saved as its own JSON file, not among the init parameters.
+        self.init_params_["non_kwargs"].pop("vocab", None)
+
+    @classmethod
+    @setup_anndata_dsp.dedent
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        gene_key: str | None = None,
+        allow_non_integer: bool = False,
+        **kwargs,
+    ) -> None:
+        """Register an AnnData of raw counts for scFormer.
+
+        Validates that the counts are usable (non-empty, finite, non-negative, integer unless
+        ``allow_non_integer``, no empty cell) and raises an error naming the problem otherwise.
+
+        Parameters
+        ----------
+        %(param_adata)s
+        layer
+            Layer with raw counts; ``None`` uses ``adata.X``.
+        %(param_batch_key)s
+        %(param_labels_key)s
+        gene_key
+            Column of ``adata.var`` with the gene names used as tokens; ``None`` uses
+            ``var_names``.
+        allow_non_integer
+            Accept non-integer counts.
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        validate_counts(adata, layer, allow_non_integer)
+        for name, key in (("batch_key", batch_key), ("labels_key", labels_key)):
+            if key is not None and key not in adata.obs.columns:
+                raise KeyError(
+                    f"{name}={key!r} is not a column of adata.obs (columns: "
+                    f"{list(adata.obs.columns)}). Pass one of those, or {name}=None."
+                )
+        gene_names(adata, gene_key)  # raises if gene_key is not a var column
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=not allow_non_integer),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+        ]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        mask_ratio: float = 0.4,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ):
+        """Pretrain by masked value prediction.
+
+        Parameters
+        ----------
+        max_epochs
+            Passes over the training cells. ``None``: about 3000 optimizer steps, between 2 and
+            100 epochs.
+        mask_ratio
+            Fraction of each cell's gene tokens whose value is hidden and predicted.
+        batch_size
+            Cells per minibatch.
+        lr
+            Peak learning rate (linear warm-up, then cosine decay per step).
+        train_size, validation_size
+            Split of the cells (default 90% / 10%); validation losses go to ``model.history``.
+        accelerator, devices
+            As in Lightning, e.g. ``accelerator="cpu", devices=2, strategy="ddp"``.
+        plan_kwargs
+            Passed to :class:`~scformer_scvi.train.SCFormerTrainingPlan` (e.g. ``weight_decay``,
+            ``warmup_ratio``).
+        datasplitter_kwargs
+            Passed to the data splitter (e.g. ``num_workers``).
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer` / Lightning, e.g. ``precision="bf16-mixed"``,
+            ``gradient_clip_val=1.0``, ``early_stopping=True``.
+        """
+        if max_epochs is None:
+            steps_per_epoch = max(1, math.ceil(0.9 * self.adata.n_obs / batch_size))
+            max_epochs = int(np.clip(round(_TARGET_STEPS / steps_per_epoch), 2, 100))
+        collate = TokenizeCollate(self._tokenizer(self.adata), mask_ratio, stochastic=True)
+        datasplitter_kwargs = {"collate_fn": collate, **(datasplitter_kwargs or {})}
+        plan_kwargs = {"lr": lr, **(plan_kwargs or {})}
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        trainer_kwargs.setdefault("gradient_clip_val", 1.0)
+        return super().train(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            train_size=train_size,
+            validation_size=validation_size,
+            batch_size=batch_size,
+            plan_kwargs=plan_kwargs,
+            datasplitter_kwargs=datasplitter_kwargs,
+            **trainer_kwargs,
+        )
+
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
+        """Check the counts of an AnnData the model has not seen, then register it."""
+        if adata is not None and self.get_anndata_manager(adata) is None:
+            args = self.registry_["setup_args"]
+            validate_counts(adata, args["layer"], args["allow_non_integer"])
+        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+    def _tokenizer(self, adata: AnnData) -> Tokenizer:
+        """Build the tokenizer for ``adata``'s genes, matched to the vocabulary by name."""
+        genes = gene_names(adata, self.registry_["setup_args"]["gene_key"])
+        column_ids = self.vocab_.lookup(genes)
+        known = column_ids >= 0
+        if not known.any():
+            raise ValueError(
+                f"None of the {len(genes)} genes of this AnnData (e.g. {genes[:3]}) is in the "
+                f"model's vocabulary of {self.vocab_.n_genes} genes (e.g. {self.vocab_.genes[:3]})."
+                " Use the same gene naming (symbols vs Ensembl ids) as the model, or pass "
+                "gene_key= to setup_anndata to use another var column."
+            )
+        if not known.all():
+            warnings.warn(
+                f"{int((~known).sum())} of {len(genes)} genes are not in the model's vocabulary "
+                "and are ignored.",
+                UserWarning,
+                stacklevel=settings.warnings_stacklevel,
+            )
+            self._warn_cells_without_known_genes(adata, known)
+        return Tokenizer(
+            column_ids,
+            pad_id=self.vocab_.pad_id,
+            cls_id=self.vocab_.cls_id,
+            max_seq_len=self.max_seq_len,
+            n_bins=self.n_bins,
+            n_zero_genes=self.n_zero_genes,
+        )
+
+    def _warn_cells_without_known_genes(self, adata: AnnData, known: np.ndarray) -> None:
+        layer = self.registry_["setup_args"]["layer"]
+        matrix = adata.X if layer is None else adata.layers[layer]
+        if adata.isbacked:
+            return  # a full pass over a backed matrix is too costly for a warning
+        n_tokens = (sp.csr_matrix(matrix)[:, np.flatnonzero(known)] > 0).sum(axis=1)
+        n_empty = int((np.asarray(n_tokens).ravel() == 0).sum())
+        if n_empty:
+            warnings.warn(
+                f"{n_empty} cells express none of the vocabulary's genes; they are embedded as "
+                "empty cells (only the <cls> token).",
+                UserWarning,
+                stacklevel=settings.warnings_stacklevel,
+            )
+
+    def _tokenized_loader(
+        self,
+        adata: AnnData,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> TokenizedDataLoader:
+        """Deterministic (inference) minibatches of tokenized cells."""
+        collate = TokenizeCollate(self._tokenizer(adata), mask_ratio=0.0, stochastic=False)
+        return self._make_data_loader(
+            adata=adata, indices=indices, batch_size=batch_size, collate_fn=collate
+        )

@@ -1,0 +1,5 @@
+"""Plotting functions."""
+
+from ._embedding import umap
+
+__all__ = ["umap"]

@@ -1,0 +1,88 @@
+"""Training plan: scvi-tools' TrainingPlan with AdamW and a per-step warm-up + cosine schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from scvi.module.base import BaseModuleClass, LossOutput
+from scvi.train import TrainingPlan
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up to 1, then cosine decay to ``min_lr_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class SCFormerTrainingPlan(TrainingPlan):
+    """Training plan for :class:`~scformer_scvi.SCFormer`.
+
+    Differs from :class:`scvi.train.TrainingPlan` only where a transformer needs it: AdamW with
+    transformer defaults (weight decay on matrices only), a learning rate that warms up linearly
+    and then follows a cosine per optimizer step, and logging of the module's own losses instead
+    of ELBO/KL terms, which a deterministic model does not have. Automatic optimisation is kept,
+    so Lightning's gradient clipping, accumulation and mixed precision all apply.
+
+    Parameters
+    ----------
+    module
+        The torch module.
+    lr
+        Peak learning rate.
+    weight_decay
+        AdamW weight decay, applied to weight matrices (not to biases and norms).
+    betas
+        AdamW betas.
+    warmup_ratio
+        Fraction of all optimizer steps spent warming up.
+    min_lr_ratio
+        Final learning rate as a fraction of ``lr``.
+    **kwargs
+        Passed to :class:`scvi.train.TrainingPlan` (unknown keys reach ``module.loss``).
+    """
+
+    def __init__(
+        self,
+        module: BaseModuleClass,
+        *,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.98),
+        warmup_ratio: float = 0.05,
+        min_lr_ratio: float = 0.01,
+        **kwargs,
+    ) -> None:
+        super().__init__(module, optimizer="AdamW", lr=lr, weight_decay=weight_decay, **kwargs)
+        self.betas = tuple(betas)
+        self.warmup_ratio = warmup_ratio
+        self.min_lr_ratio = min_lr_ratio
+
+    def configure_optimizers(self):
+        """AdamW over trainable parameters with a per-step warm-up + cosine schedule."""
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": self.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, eps=1e-8)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, round(self.warmup_ratio * total))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, warmup, total, self.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def compute_and_log_metrics(self, loss_output: LossOutput, metrics: dict, mode: str) -> None:
+        """Log each of the module's extra metrics as ``<name>_<train|validation>``."""
+        for key, value in loss_output.extra_metrics.items():
+            self.log(
+                f"{key}_{mode}",
+                value.detach() if isinstance(value, torch.Tensor) else value,
+                on_step=self.on_step,
+                on_epoch=self.on_epoch,
+                batch_size=loss_output.n_obs_minibatch,
+                sync_dist=self.use_sync_dist,
+            )
