@@ -9,9 +9,17 @@ import scipy.sparse as sp
 
 from ._binning import quantile_bins
 
-# Fixed seed for the inference-time order of zero genes: any fixed order makes the choice a
-# function of the cell alone; a pseudo-random one avoids always picking the same genes.
-_ZERO_GENE_ORDER_SEED = 0
+
+def _gene_order_key(token_ids: np.ndarray) -> np.ndarray:
+    """Return sort keys giving a fixed pseudo-random order of genes, by vocabulary id alone.
+
+    Used to pick zero genes at inference: keyed by id (not by column position), the choice
+    depends neither on the minibatch nor on the order of the AnnData's genes, and being
+    pseudo-random it does not always favour the same end of the vocabulary.
+    """
+    return ((token_ids.astype(np.uint64) * np.uint64(2654435761)) % np.uint64(2**32)).astype(
+        np.float64
+    )
 
 
 @dataclass
@@ -56,9 +64,10 @@ class Tokenizer:
 
     When a cell has more expressed genes than fit in ``max_seq_len - 1`` positions, the kept genes
     are a uniform random subset when an ``rng`` is given (training) and otherwise the
-    highest-expressed genes, ties broken by column (inference): the tokens of a cell never depend
-    on the other cells of its minibatch. Zero genes are likewise random with an ``rng`` and
-    otherwise taken in a fixed pseudo-random gene order. Expressed genes take precedence over
+    highest-expressed genes, ties broken by vocabulary id (inference). Zero genes are likewise
+    random with an ``rng`` and otherwise taken in a fixed pseudo-random order of vocabulary ids.
+    At inference the tokens of a cell therefore depend neither on the other cells of its
+    minibatch nor on the order of the genes in the AnnData. Expressed genes take precedence over
     zero genes for the available positions.
 
     Parameters
@@ -104,9 +113,7 @@ class Tokenizer:
         self.max_seq_len = int(max_seq_len)
         self.n_bins = int(n_bins)
         self.n_zero_genes = int(n_zero_genes)
-        order = np.random.default_rng(_ZERO_GENE_ORDER_SEED).permutation(self.known_ids.size)
-        self._zero_gene_rank = np.empty_like(order, dtype=np.float64)
-        self._zero_gene_rank[order] = np.arange(order.size)
+        self._zero_gene_key = _gene_order_key(self.known_ids)
 
     @property
     def n_known_genes(self) -> int:
@@ -137,7 +144,8 @@ class Tokenizer:
         # --- choose which expressed genes to keep (rank within cell < budget)
         rows = np.repeat(np.arange(n_cells), nnz)
         if rng is None:
-            order = np.lexsort((X.indices, -X.data, rows))  # top values, ties by column
+            # top values, ties broken by vocabulary id (not column position)
+            order = np.lexsort((self.known_ids[X.indices], -X.data, rows))
         else:
             order = np.lexsort((rng.random(X.data.size), rows))
         rank = np.arange(order.size) - X.indptr[rows[order]]
@@ -179,7 +187,7 @@ class Tokenizer:
             return empty, empty, empty
         n_cells = X.shape[0]
         if rng is None:
-            keys = np.broadcast_to(self._zero_gene_rank, (n_cells, self.n_known_genes)).copy()
+            keys = np.broadcast_to(self._zero_gene_key, (n_cells, self.n_known_genes)).copy()
         else:
             keys = rng.random((n_cells, self.n_known_genes))
         keys[X.nonzero()] = np.inf  # expressed genes are not candidates
