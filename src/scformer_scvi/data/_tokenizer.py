@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ._binning import quantile_bins
+from ._binning import bins_from_order, descending_order
 
 
 def _gene_order_key(token_ids: np.ndarray) -> np.ndarray:
@@ -100,13 +100,16 @@ class Tokenizer:
             )
         if n_zero_genes < 0:
             raise ValueError(f"n_zero_genes must be non-negative, got {n_zero_genes}.")
-        self.known_columns = np.flatnonzero(column_ids >= 0)
-        if self.known_columns.size == 0:
+        known = np.flatnonzero(column_ids >= 0)
+        if known.size == 0:
             raise ValueError(
                 "None of the genes is in the model's vocabulary, so no cell can be tokenized. "
                 "Check that gene names use the same convention (symbols vs Ensembl ids) as the "
                 "model, or pass gene_key= to setup_anndata to pick the right var column."
             )
+        # Columns in vocabulary order: a stable sort by value then keeps tied genes in id order,
+        # which makes gene selection independent of the AnnData's gene order.
+        self.known_columns = known[np.argsort(column_ids[known], kind="stable")]
         self.known_ids = column_ids[self.known_columns]
         self.pad_id = int(pad_id)
         self.cls_id = int(cls_id)
@@ -139,15 +142,16 @@ class Tokenizer:
         n_cells = X.shape[0]
         budget = self.max_seq_len - 1
         nnz = np.diff(X.indptr)
-        bins_all = quantile_bins(X, self.n_bins)
+        rows = np.repeat(np.arange(n_cells), nnz)
+        by_value = descending_order(rows, X.data)  # ties in vocabulary-id (= column) order
+        bins_all = bins_from_order(rows, X.data, by_value, self.n_bins)
 
         # --- choose which expressed genes to keep (rank within cell < budget)
-        rows = np.repeat(np.arange(n_cells), nnz)
         if rng is None:
-            # top values, ties broken by vocabulary id (not column position)
-            order = np.lexsort((self.known_ids[X.indices], -X.data, rows))
+            order = by_value  # the highest-expressed genes
         else:
-            order = np.lexsort((rng.random(X.data.size), rows))
+            # a random order within each cell: one float sort key, row + uniform [0, 1)
+            order = np.argsort(rows + rng.random(X.data.size))
         rank = np.arange(order.size) - X.indptr[rows[order]]
         keep = order[rank < budget]
         keep_pos = 1 + rank[rank < budget]
