@@ -87,7 +87,7 @@ def main() -> None:
             capture_output=True,
             text=True,
         ).stdout
-        runs.append(json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:]))
+        runs.append(json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:]))
         print(runs[-1])
     fp32, bf16 = runs
     write_results(
