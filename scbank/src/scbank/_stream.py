@@ -1,27 +1,38 @@
-"""Streaming minibatches: shuffled by row group and within a bounded buffer, split by shard.
+"""Streaming minibatches: shuffled by part and row group, then within a bounded buffer.
 
-One epoch is a permutation of all row groups of the streamed table (seeded by ``seed`` and
-``epoch``, the same on every rank and worker). Concatenating those row groups gives the
-epoch's cell stream; shard ``k`` of ``S = world_size * num_workers`` takes the contiguous slice
-``[N*k//S, N*(k+1)//S)`` of it, so shards are disjoint, cover every cell exactly once, and their
-sizes differ by at most one cell. Each shard reads its row groups in stream order into a buffer
-of about ``buffer_size`` cells, shuffles the buffer (seeded by ``seed``, ``epoch`` and the
-shard) and emits full batches; the remainder is carried into the next fill.
+One epoch's order is seeded by ``seed`` and ``epoch`` and is the same on every rank and worker:
+the part files of the streamed table are put in random order and taken in windows of
+``WINDOW_PARTS`` parts, and the row groups of each window are interleaved at random.
+Concatenating the row groups in that order gives the epoch's cell stream; shard ``k`` of
+``S = world_size * num_workers`` takes the contiguous slice ``[N*k//S, N*(k+1)//S)`` of it, so
+shards are disjoint, cover every cell exactly once, and their sizes differ by at most one cell.
+A shard reads its row groups in stream order into a buffer of about ``buffer_size`` cells,
+shuffles the buffer (seeded by ``seed``, ``epoch`` and the shard) and emits full batches; the
+remainder is carried into the next fill. Windows keep memory flat: a shard only ever needs the
+parquet footers of about one window of parts, whatever the size of the bank.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
 
 from . import _obs
 from ._errors import CorruptBankError
+from ._manifest import FileEntry
 from ._reader import Reader
-from ._tables import index_column, list_columns
+from ._tables import PartFile, index_column, list_columns
+
+#: Part files whose row groups are interleaved (8 parts of 65536 cells: ~0.5M cells).
+WINDOW_PARTS = 8
 
 
 def _units(reader: Reader, table: str) -> np.ndarray:
@@ -38,6 +49,30 @@ def _units(reader: Reader, table: str) -> np.ndarray:
                 np.column_stack([np.full(n_rg, s), np.full(n_rg, p), np.arange(n_rg), sizes])
             )
     return np.concatenate(out) if out else np.zeros((0, 4), dtype=np.int64)
+
+
+def epoch_order(units: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Shuffled unit order: parts in random order, row groups mixed within windows of parts."""
+    _, part = np.unique(units[:, :2], axis=0, return_inverse=True)
+    rank = np.empty(part.max() + 1, dtype=np.int64)
+    rank[rng.permutation(len(rank))] = np.arange(len(rank))
+    return np.lexsort((rng.random(len(units)), rank[part] // WINDOW_PARTS))
+
+
+class _Files:
+    """A small LRU of open part files (their parquet footers are the memory that matters)."""
+
+    def __init__(self, reader: Reader, capacity: int) -> None:
+        self._root, self._capacity = reader.root, capacity
+        self._open: OrderedDict[str, PartFile] = OrderedDict()
+
+    def get(self, entry: FileEntry) -> PartFile:
+        """Return the reader of ``entry``; opening it may close the least recently used."""
+        part = self._open.pop(entry.path, None) or PartFile(self._root, entry)
+        self._open[entry.path] = part
+        if len(self._open) > self._capacity:
+            self._open.popitem(last=False)
+        return part
 
 
 def shard_plan(
@@ -93,22 +128,20 @@ def iter_batches(
     gene_ids = None if genes is None else reader.vocab.ids(list(genes))
     units = _units(reader, table)
     order = (
-        np.random.default_rng([seed, epoch]).permutation(len(units))
-        if shuffle
+        epoch_order(units, np.random.default_rng([seed, epoch]))
+        if shuffle and len(units)
         else np.arange(len(units))
     )
     shard = rank * num_workers + worker_id
     rng = np.random.default_rng([seed, epoch, shard])
     plan = shard_plan(units[:, 3], order, shard, world_size * num_workers)
-    buffer: list[tuple[sp.csr_matrix, np.ndarray, pd.DataFrame]] = []
-    buffered = 0
+    buffer = _Buffer(dtypes)
+    files = _Files(reader, 2 * WINDOW_PARTS)  # the data and cellmeta parts of one window
     for i, (unit, r0, r1) in enumerate(plan):
-        x, ids, obs = _read_unit(reader, table, units[unit], dtypes, gene_ids)
-        buffer.append((x[r0:r1], ids[r0:r1], obs.iloc[r0:r1]))
-        buffered += r1 - r0
+        buffer.add(*_read_unit(reader, files, table, units[unit], dtypes, gene_ids, r0, r1))
         last = i == len(plan) - 1
-        if buffered >= max(buffer_size, batch_size) or last:
-            x, ids, obs = _concat(buffer)
+        if buffer.n >= max(buffer_size, batch_size) or last:
+            x, ids, obs = buffer.take()
             perm = rng.permutation(len(ids)) if shuffle else np.arange(len(ids))
             n_out = len(ids) if last else len(ids) // batch_size * batch_size
             for start in range(0, n_out, batch_size):
@@ -121,49 +154,84 @@ def iter_batches(
                     "cell_id": ids[idx],
                 }
             rest = perm[n_out:]
-            buffer = [(x[rest], ids[rest], obs.iloc[rest])] if len(rest) else []
-            buffered = len(rest)
+            buffer.carry(x[rest], ids[rest], obs.iloc[rest].reset_index(drop=True))
+
+
+class _Buffer:
+    """Cells read but not yet emitted.
+
+    obs rows stay in Arrow until the buffer is taken, then convert once per study (not once
+    per row group): the conversion to pandas costs more than reading the row group.
+    """
+
+    def __init__(self, dtypes: dict[str, Any]) -> None:
+        self._dtypes = dtypes
+        self._blocks: list[tuple[int, sp.csr_matrix, np.ndarray, pa.Table | None]] = []
+        self._carried: tuple[sp.csr_matrix, np.ndarray, pd.DataFrame] | None = None
+        self.n = 0
+
+    def add(self, study: int, x: sp.csr_matrix, ids: np.ndarray, obs: pa.Table | None) -> None:
+        """Add the rows of one row group."""
+        self._blocks.append((study, x, ids, obs))
+        self.n += len(ids)
+
+    def carry(self, x: sp.csr_matrix, ids: np.ndarray, obs: pd.DataFrame) -> None:
+        """Keep rows that were not emitted; they come first at the next :meth:`take`."""
+        self._carried = (x, ids, obs) if len(ids) else None
+        self.n = len(ids)
+
+    def take(self) -> tuple[sp.csr_matrix, np.ndarray, pd.DataFrame]:
+        """Empty the buffer into one CSR matrix, one id array and one obs DataFrame."""
+        # Stable sort: groups each study's row groups, keeps bank order when not shuffling.
+        blocks = sorted(self._blocks, key=itemgetter(0))
+        xs, ids, frames = [b[1] for b in blocks], [b[2] for b in blocks], []
+        if self._carried is not None:
+            xs.insert(0, self._carried[0])
+            ids.insert(0, self._carried[1])
+            frames.append(self._carried[2])
+        for _, group in groupby(blocks, key=itemgetter(0)):
+            tables = [g[3] for g in group]
+            if self._dtypes:
+                frame = pa.concat_tables(tables).to_pandas()
+                frames.append(_obs.conform(frame, self._dtypes))
+        all_ids = np.concatenate(ids)
+        obs = (
+            pd.concat(frames, ignore_index=True)
+            if self._dtypes
+            else pd.DataFrame(index=pd.RangeIndex(len(all_ids)))
+        )
+        self._blocks, self._carried, self.n = [], None, 0
+        return sp.vstack(xs, format="csr"), all_ids, obs
 
 
 def _read_unit(
     reader: Reader,
+    files: _Files,
     table: str,
     unit: np.ndarray,
     dtypes: dict[str, Any],
     gene_ids: np.ndarray | None,
-) -> tuple[sp.csr_matrix, np.ndarray, pd.DataFrame]:
-    """Read one row group: counts (CSR), cell ids and the requested obs columns."""
+    r0: int,
+    r1: int,
+) -> tuple[int, sp.csr_matrix, np.ndarray, pa.Table | None]:
+    """Read rows ``r0:r1`` of one row group: study, counts, cell ids and obs columns."""
     s, p, rg, n = (int(v) for v in unit)
     study = reader.manifest.studies[s]
     entry = study.tables[table].files[p]
     assert entry.cell_id_min is not None
-    part = reader.part(entry)
-    data = part.read_row_group(rg, ["gene_ids", "values"])
+    data = files.get(entry).read_row_group(rg, ["gene_ids", "values"])
     if data.num_rows != n:
         raise CorruptBankError(
             f"{entry.path}: row group {rg} has {data.num_rows} rows, expected {n}", (entry.path,)
         )
     offsets, (indices, values) = list_columns(data, [index_column(None), "values"])
-    x = sp.csr_matrix((values, indices, offsets), shape=(n, len(reader.vocab)))
+    x = sp.csr_matrix((values, indices, offsets), shape=(n, len(reader.vocab)))[r0:r1]
     if gene_ids is not None:
         x = x[:, gene_ids]
     first = entry.cell_id_min + rg * reader.manifest.layout.row_group_size
-    ids = np.arange(first, first + n, dtype=np.int64)
-    obs = pd.DataFrame(index=pd.RangeIndex(n))
+    obs = None
     if dtypes:
-        meta = reader.part(study.cellmeta[p])
+        meta = files.get(study.cellmeta[p])
         present = [c for c in dtypes if c in meta.parquet.schema_arrow.names]
-        obs = _obs.conform(meta.read_row_group(rg, present).to_pandas(), dtypes)
-    return x, ids, obs
-
-
-def _concat(
-    blocks: list[tuple[sp.csr_matrix, np.ndarray, pd.DataFrame]],
-) -> tuple[sp.csr_matrix, np.ndarray, pd.DataFrame]:
-    if len(blocks) == 1:
-        return blocks[0]
-    return (
-        sp.vstack([b[0] for b in blocks], format="csr"),
-        np.concatenate([b[1] for b in blocks]),
-        pd.concat([b[2] for b in blocks], ignore_index=True),
-    )
+        obs = meta.read_row_group(rg, present).slice(r0, r1 - r0)
+    return s, x, np.arange(first + r0, first + r1, dtype=np.int64), obs

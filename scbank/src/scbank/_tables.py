@@ -283,9 +283,7 @@ class PartFile:
         self.root, self.entry = root, entry
         self._pf: pq.ParquetFile | None = None
         self._rg_starts: np.ndarray | None = None
-        self._twin: list[tuple[int, pa.RecordBatch]] | None = None
-        self._twin_starts = np.zeros(0, dtype=np.int64)
-        self._twin_views: dict[tuple[int | str, ...], tuple[np.ndarray, list[np.ndarray]]] = {}
+        self._twin: _Twin | None = None
         self._cell_ids: np.ndarray | None = None
 
     @property
@@ -304,33 +302,6 @@ class PartFile:
                 )
             self._rg_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         return self._pf
-
-    def _twin_batches(self) -> list[tuple[int, pa.RecordBatch]]:
-        """Record batches of the memory-mapped twin with their first row (opened once)."""
-        if self._twin is None:
-            assert self.entry.twin is not None
-            path = check_size(self.root, self.entry.twin)
-            with reading(self.entry.twin.path):
-                reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
-                batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
-            starts = np.cumsum([0] + [b.num_rows for b in batches])
-            if starts[-1] != self.entry.n_rows:
-                raise CorruptBankError(
-                    f"{self.entry.twin.path}: {starts[-1]} rows, the manifest says "
-                    f"{self.entry.n_rows}",
-                    (self.entry.twin.path,),
-                )
-            self._twin = list(zip(starts[:-1].tolist(), batches, strict=True))
-            self._twin_starts = starts[:-1].astype(np.int64)
-            self._twin_views = {}
-        return self._twin
-
-    def _twin_view(self, b: int, columns: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Zero-copy numpy views of batch ``b``'s list columns (cached: arrow calls are slow)."""
-        key = (b, *columns)
-        if key not in self._twin_views:
-            self._twin_views[key] = list_columns(self._twin_batches()[b][1], columns)
-        return self._twin_views[key]
 
     def local_rows(self, cell_ids: np.ndarray) -> np.ndarray:
         """Rows of ``cell_ids`` in this file; -1 where a cell has no row here."""
@@ -355,16 +326,19 @@ class PartFile:
         Returns
         -------
         order
-            Position in ``rows`` of each gathered row (rows are gathered in file order).
+            Position in ``rows`` of each gathered row (parquet gathers in file order).
         lengths
             Entries per gathered row.
         flats
             Each column's gathered entries, concatenated.
         """
+        if self.entry.twin is not None:
+            if self._twin is None:
+                path = check_size(self.root, self.entry.twin)
+                self._twin = _Twin(path, self.entry.twin.path, self.entry.n_rows or 0)
+            return np.arange(len(rows)), *self._twin.gather(rows, columns)
         order = np.argsort(rows, kind="stable")
         srows = rows[order]
-        if self.entry.twin is not None:
-            return order, *self._gather_twin(srows, columns)
         pf = self.parquet
         assert self._rg_starts is not None
         rg = np.searchsorted(self._rg_starts, srows, side="right") - 1
@@ -379,25 +353,76 @@ class PartFile:
         local = local + srows - self._rg_starts[rg]
         return order, *_gather_checked(offsets, arrays, local, self.entry.path)
 
-    def _gather_twin(
-        self, srows: np.ndarray, columns: list[str]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        self._twin_batches()
-        which = np.searchsorted(self._twin_starts, srows, side="right") - 1
-        lengths, flats = [], []
-        for b in np.unique(which):
-            offsets, arrays = self._twin_view(b, columns)
-            local = srows[which == b] - self._twin_starts[b]
-            ln, fl = _gather_checked(offsets, arrays, local, self.entry.path)
-            lengths.append(ln)
-            flats.append(fl)
-        return np.concatenate(lengths), [np.concatenate(c) for c in zip(*flats, strict=True)]
-
     def read_row_group(self, index: int, columns: list[str]) -> pa.Table:
         """Read one parquet row group (the unit of streaming)."""
         pf = self.parquet
         with reading(self.entry.path):
             return pf.read_row_group(index, columns=columns, use_threads=False)
+
+
+class _Twin:
+    """A memory-mapped Arrow IPC twin, read row by row without touching other rows.
+
+    All record batches lie in one mapping. Each list column is addressed through a numpy view
+    of the whole file plus the element offset of its buffers in each record batch, so gathering
+    rows from many batches is one vectorized numpy operation.
+    """
+
+    def __init__(self, path: Path, rel: str, n_rows: int) -> None:
+        self._rel = rel
+        with reading(rel):
+            self._whole = pa.memory_map(str(path), "r").read_buffer()
+            reader = pa.ipc.open_file(self._whole)
+            batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        sizes = [b.num_rows for b in batches]
+        if sum(sizes) != n_rows:
+            raise CorruptBankError(f"{rel}: {sum(sizes)} rows, the manifest says {n_rows}", (rel,))
+        self._starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self._views: dict[np.dtype, np.ndarray] = {}
+        self._columns: dict[str, tuple[np.dtype, np.ndarray]] = {}
+        lists = [f.name for f in reader.schema if pa.types.is_list(f.type)]
+        for name in lists:
+            dtype = np.dtype(reader.schema.field(name).type.value_type.to_pandas_dtype())
+            bases = [self._element(b.column(name).buffers()[3], dtype) for b in batches]
+            self._columns[name] = (dtype, np.array(bases, dtype=np.int64))
+        # list columns of a table share their offsets: address the first one's
+        offsets = [
+            self._element(b.column(lists[0]).buffers()[1], np.dtype(np.int32)) for b in batches
+        ]
+        self._offsets = np.array(offsets, dtype=np.int64)
+
+    def _element(self, buf: pa.Buffer | None, dtype: np.dtype) -> int:
+        """Index of a buffer's first element in a ``dtype`` view of the whole file."""
+        if buf is None or buf.size == 0:
+            return 0  # an empty buffer is never indexed
+        delta = buf.address - self._whole.address
+        if delta % dtype.itemsize or not 0 <= delta < self._whole.size:
+            raise CorruptBankError(f"{self._rel}: misplaced buffer in the IPC file", (self._rel,))
+        return delta // dtype.itemsize
+
+    def _view(self, dtype: np.dtype) -> np.ndarray:
+        if dtype not in self._views:
+            count = self._whole.size // dtype.itemsize
+            self._views[dtype] = np.frombuffer(self._whole, dtype=dtype, count=count)
+        return self._views[dtype]
+
+    def gather(self, rows: np.ndarray, columns: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Entries per row and each column's concatenated entries, in the order of ``rows``."""
+        batch = np.searchsorted(self._starts, rows, side="right") - 1
+        try:
+            pos = self._offsets[batch] + rows - self._starts[batch]
+            offsets = self._view(np.dtype(np.int32))
+            start = offsets[pos].astype(np.int64)
+            lengths = offsets[pos + 1] - start
+            ends = np.cumsum(lengths)
+            within = np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - lengths, lengths)
+            flats = []
+            for name in columns:
+                dtype, bases = self._columns[name]
+                flats.append(self._view(dtype)[np.repeat(bases[batch] + start, lengths) + within])
+        except (IndexError, ValueError) as e:  # offsets that point outside the file
+            raise CorruptBankError(f"{self._rel}: corrupt offsets ({e})", (self._rel,)) from e
+        return lengths, flats
 
 
 def _gather_checked(
