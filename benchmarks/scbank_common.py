@@ -30,15 +30,17 @@ PANEL_SIZES = (18_000, 6_000, 12_000, 2_500, 20_000, 9_000, 15_000, 4_000)
 CELL_TYPES = np.array(["T", "B", "NK", "mono", "DC", "platelet", "erythroid", "stem"])
 
 
-def parse_args(description: str) -> argparse.Namespace:
-    """``--quick`` (small smoke run) and ``--sizes`` (cells per bank)."""
+def parse_args(
+    description: str, sizes: tuple[int, ...] = (100_000, 300_000, 1_000_000)
+) -> argparse.Namespace:
+    """``--quick`` (small smoke run) and ``--sizes`` (cells per bank, default ``sizes``)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="small smoke run (seconds)")
     p.add_argument("--sizes", type=int, nargs="+", help="bank sizes in cells")
     p.add_argument("--tmp", default=None, help="scratch directory (default: system temp)")
     args = p.parse_args()
     if args.sizes is None:
-        args.sizes = [20_000, 50_000] if args.quick else [100_000, 300_000, 1_000_000]
+        args.sizes = [20_000, 50_000] if args.quick else list(sizes)
     return args
 
 

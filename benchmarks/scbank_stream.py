@@ -70,7 +70,8 @@ def measure(n_cells, args) -> dict:
 def main() -> None:
     import scbank_common as common
 
-    args = common.parse_args(__doc__)
+    # 2M cells too: flat memory should hold beyond the window of parts a shard keeps open
+    args = common.parse_args(__doc__, (100_000, 300_000, 1_000_000, 2_000_000))
     common.write_results("scbank_stream", args, [measure(n, args) for n in args.sizes])
 
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import anndata as ad
 import pytest
-from helpers import CHUNK, make_adata, new_bank
+from bank_helpers import CHUNK, make_adata, new_bank
 
 from scbank import DataBank
 

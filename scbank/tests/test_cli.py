@@ -7,7 +7,7 @@ import sys
 
 import anndata as ad
 import numpy as np
-from helpers import dense, make_adata
+from bank_helpers import dense, make_adata
 from scbank.cli import main
 
 from scbank import DataBank

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
-from helpers import dense, make_adata, new_bank
+from bank_helpers import dense, make_adata, new_bank
 
 from scbank import DataBank, ScBankError
 
@@ -102,3 +104,26 @@ def test_dense_table_round_trip_subset_and_overwrite(bank_path):
     old = DataBank.open(bank.path, generation=bank.generation - 1)
     np.testing.assert_array_equal(old.obsm["scformer"][:], emb)
     assert bank.verify().ok
+
+
+def test_empty_bank(bank_path):
+    bank = new_bank(bank_path)
+    assert bank.shape == (0, 0)
+    assert len(bank.obs) == 0
+    assert list(bank.obs.columns[:3]) == ["cell_id", "study_id", "obs_name"]
+    assert len(bank.var) == 0
+    assert bank.studies.empty
+    assert list(bank.iter_batches(8)) == []
+    assert bank.verify().ok
+    assert "n_obs x n_vars = 0 x 0" in repr(bank)
+
+
+def test_pickled_handle_is_read_only_on_the_same_generation(three_gens):
+    bank, _, b = three_gens
+    clone = pickle.loads(pickle.dumps(bank))
+    bank.append_anndata(make_adata(5, seed=9, prefix="z"), "z")  # the original moves on
+    assert clone.generation == 4
+    assert clone.n_obs == 20
+    np.testing.assert_array_equal(dense(clone.X.subset_genes(b.var_names)[:]), dense(b.X))
+    with pytest.raises(ScBankError, match="read-only"):
+        clone.remove_study("b")

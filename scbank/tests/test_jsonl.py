@@ -8,7 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import dense, make_adata, new_bank
+from bank_helpers import dense, make_adata, new_bank
 
 from scbank import DataBank, InvalidInputError
 

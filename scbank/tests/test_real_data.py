@@ -6,7 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import DATA, assert_same_study, dense
+from bank_helpers import DATA, assert_same_study, dense
 
 from scbank import DataBank
 

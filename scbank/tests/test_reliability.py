@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import CHUNK, dense, make_adata, new_bank
+from bank_helpers import CHUNK, dense, make_adata, new_bank
 
 from scbank import BankLockedError, CorruptBankError, DataBank, ScBankError
 

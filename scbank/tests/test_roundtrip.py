@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from helpers import CHUNK, assert_same_study, dense, make_adata, new_bank, union_matrix
+from bank_helpers import CHUNK, assert_same_study, dense, make_adata, new_bank, union_matrix
 
 from scbank import DataBank, LazyMatrix
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from helpers import CHUNK, dense, make_adata, new_bank, union_matrix
+from bank_helpers import CHUNK, dense, make_adata, new_bank, union_matrix
 
 from scbank import DataBank
 

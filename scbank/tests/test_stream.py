@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import dense, union_matrix
+from bank_helpers import dense, union_matrix
 
 
 def _epoch(bank, world_size=1, num_workers=1, **kw):

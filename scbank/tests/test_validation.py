@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from helpers import make_adata, new_bank
+from bank_helpers import make_adata, new_bank
 
 from scbank import DataBank, InvalidInputError
 
@@ -125,6 +125,8 @@ def test_dense_table_errors(bank):
         bank.write_dense_table("emb", np.zeros((1, 2)), cell_ids=[999])
     with pytest.raises(InvalidInputError, match="2-d numeric"):
         bank.write_dense_table("emb", np.zeros(40))
+    with pytest.raises(InvalidInputError, match="2-d numeric"):
+        bank.write_dense_table("emb", np.zeros((40, 2), dtype=bool))
     with pytest.raises(InvalidInputError, match="exists"):
         bank.write_dense_table("X_pca", np.zeros((40, 2)))
     assert _snapshot(bank.path) == before

@@ -488,7 +488,7 @@ class DataBank:
         """
         check_name(name, "table name")
         values = np.asarray(values)
-        if values.ndim != 2 or values.dtype.kind not in "biuf":
+        if values.ndim != 2 or values.dtype.kind not in "iuf":
             raise InvalidInputError(f"values must be a 2-d numeric array, got {values.shape}")
         table = obsm_table(name)
 
@@ -517,14 +517,11 @@ class DataBank:
                 if len(sel):
                     sel = sel[np.argsort(ids[sel])]
                     directory = f"tables/{table}/{entry.study_id}"
-                    w = PartWriter(
-                        self._root, directory, token, m.layout, m.layout.random_access, tracker
-                    )
-                    for lo, hi in chunks(len(sel), 8192, m.layout.row_group_size):
-                        w.write(dense_table(ids[sel[lo:hi]], values[sel[lo:hi]]))
-                    tables[table] = TableEntry(
-                        "dense", values.dtype.name, values.shape[1], w.close()
-                    )
+                    with PartWriter(self._root, directory, token, m.layout, tracker) as w:
+                        for lo, hi in chunks(len(sel), 8192, m.layout.row_group_size):
+                            w.write(dense_table(ids[sel[lo:hi]], values[sel[lo:hi]]))
+                        parts = w.close()
+                    tables[table] = TableEntry("dense", values.dtype.name, values.shape[1], parts)
                 studies.append(dataclasses.replace(entry, tables=tables))
             return dataclasses.replace(
                 m.next("write_dense_table", table=table, n_cells=len(ids)), studies=tuple(studies)

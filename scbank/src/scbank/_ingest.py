@@ -197,7 +197,7 @@ def plan(
         m = source.obsm.get(name)
         dtype = getattr(m, "dtype", None)
         shape = getattr(m, "shape", ())
-        if m is None or dtype is None or dtype.kind not in "biuf" or len(shape) != 2:
+        if m is None or dtype is None or dtype.kind not in "iuf" or len(shape) != 2:
             msg = f"obsm[{name!r}] of study {study_id!r} is not a 2-d numeric matrix"
             if obsm is not None:
                 raise InvalidInputError(f"{msg}; leave it out of obsm=[...]")
@@ -289,22 +289,23 @@ class StudyWriter:
     ) -> None:
         self.root, self.layout, self.study_id = root, layout, study_id
         self.token, self.tracker = token, tracker
-        self.cellmeta = PartWriter(root, f"cellmeta/{study_id}", token, layout, False, tracker)
+        self.cellmeta = PartWriter(root, f"cellmeta/{study_id}", token, layout, tracker, data=False)
         self._tables: dict[str, tuple[str, str, int | None, PartWriter]] = {}
 
     def table(self, name: str, kind: str, dtype: str, n_cols: int | None) -> PartWriter:
         """Return the part writer of data table ``name`` (created on first use)."""
         if name not in self._tables:
-            writer = PartWriter(
-                self.root,
-                f"tables/{name}/{self.study_id}",
-                self.token,
-                self.layout,
-                self.layout.random_access,
-                self.tracker,
-            )
+            directory = f"tables/{name}/{self.study_id}"
+            writer = PartWriter(self.root, directory, self.token, self.layout, self.tracker)
             self._tables[name] = (kind, dtype, n_cols, writer)
         return self._tables[name][3]
+
+    def __enter__(self) -> StudyWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        for writer in [self.cellmeta, *(t[3] for t in self._tables.values())]:
+            writer.__exit__(exc_type)  # leaves no open file behind a failed write
 
     def finish(self, study: dict[str, Any], var_table: pa.Table, cell_id_start: int) -> StudyEntry:
         """Close all parts, write the annotation and study row, and return the entry."""
@@ -361,30 +362,30 @@ def ingest(
     cell_ids = np.arange(cell_id_start, cell_id_start + n, dtype=np.int64)
     meta = cellmeta_table(source.obs, p.obs_names, study_id, cell_ids)
     var_table = annotation_table(source.var, p.gene_names, gene_ids)
-    w = StudyWriter(root, layout, study_id, token, tracker)
     counts = [("X", source.x), *((layer_table(k), source.layers[k]) for k in p.layers)]
-    for start, stop in chunks(n, chunk_size, layout.row_group_size):
-        ids = cell_ids[start:stop]
-        w.cellmeta.write(meta.slice(start, stop - start))
-        for name, matrix in counts:
-            block = counts_block(
-                _rows_of(matrix, start, stop),
-                gene_ids,
-                len(vocab),
-                f"{name} of study {study_id!r} (rows {start}-{stop - 1})",
-            )
-            w.table(name, "sparse", "float32", None).write(
-                sparse_table(ids, block, None, np.dtype(np.float32))
-            )
-        for name, (kind, dtype, n_cols) in p.obsm.items():
-            block = _rows_of(source.obsm[name], start, stop)
-            writer = w.table(obsm_table(name), kind, dtype, n_cols)
-            if kind == "sparse":
-                writer.write(sparse_table(ids, block, n_cols, np.dtype(dtype)))
-            else:
-                writer.write(dense_table(ids, block.astype(dtype, copy=False)))
-    study = study_fields(source, study_id, p, cell_type_key)
-    return w.finish(study, var_table, cell_id_start), vocab
+    with StudyWriter(root, layout, study_id, token, tracker) as w:
+        for start, stop in chunks(n, chunk_size, layout.row_group_size):
+            ids = cell_ids[start:stop]
+            w.cellmeta.write(meta.slice(start, stop - start))
+            for name, matrix in counts:
+                block = counts_block(
+                    _rows_of(matrix, start, stop),
+                    gene_ids,
+                    len(vocab),
+                    f"{name} of study {study_id!r} (rows {start}-{stop - 1})",
+                )
+                w.table(name, "sparse", "float32", None).write(
+                    sparse_table(ids, block, None, np.dtype(np.float32))
+                )
+            for name, (kind, dtype, n_cols) in p.obsm.items():
+                block = _rows_of(source.obsm[name], start, stop)
+                writer = w.table(obsm_table(name), kind, dtype, n_cols)
+                if kind == "sparse":
+                    writer.write(sparse_table(ids, block, n_cols, np.dtype(dtype)))
+                else:
+                    writer.write(dense_table(ids, block.astype(dtype, copy=False)))
+        study = study_fields(source, study_id, p, cell_type_key)
+        return w.finish(study, var_table, cell_id_start), vocab
 
 
 def study_fields(

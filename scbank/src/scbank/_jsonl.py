@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
 
 from . import _obs
@@ -222,30 +223,32 @@ def _import_study(
     gene_ids = np.array([g[_obs.GENE_ID] for g in genes], dtype=np.int64)
     cell_ids = np.arange(start, start + n, dtype=np.int64)
     meta = cellmeta_table(obs, obs.index.to_numpy(), sid, cell_ids)
-    w = StudyWriter(root, layout, sid, token, tracker)
-    for lo, hi in chunks(n, 8 * layout.row_group_size, layout.row_group_size):
-        w.cellmeta.write(meta.slice(lo, hi - lo))
-        for name, shape in study["tables"].items():
-            recs = lines[name].upto(start + hi)
-            if not recs:
-                continue
-            ids = np.array([r["id"] for r in recs], dtype=np.int64)
-            dtype = np.dtype(shape["dtype"])
-            writer = w.table(name, shape["kind"], shape["dtype"], shape["n_cols"])
-            if shape["kind"] == "sparse":
-                width = shape["n_cols"] or n_vocab
-                indptr = np.cumsum([0] + [len(r["genes"]) for r in recs])
-                m = sp.csr_matrix(
-                    (
-                        np.array([v for r in recs for v in r["expressions"]], dtype=dtype),
-                        np.array([g for r in recs for g in r["genes"]], dtype=np.int64),
-                        indptr,
-                    ),
-                    shape=(len(recs), width),
-                )
-                writer.write(sparse_table(ids, m, shape["n_cols"], dtype))
-            else:
-                values = np.array([r["values"] for r in recs], dtype=dtype).reshape(len(recs), -1)
-                writer.write(dense_table(ids, values))
-    fields = {k: v for k, v in study.items() if k not in ("cell_id_start", "tables")}
-    return w.finish(fields, annotation_table(var, var.index.to_numpy(), gene_ids), start)
+    with StudyWriter(root, layout, sid, token, tracker) as w:
+        for lo, hi in chunks(n, 8 * layout.row_group_size, layout.row_group_size):
+            w.cellmeta.write(meta.slice(lo, hi - lo))
+            for name, shape in study["tables"].items():
+                records = lines[name].upto(start + hi)
+                if records:
+                    writer = w.table(name, shape["kind"], shape["dtype"], shape["n_cols"])
+                    writer.write(_rows_table(records, shape, n_vocab))
+        fields = {k: v for k, v in study.items() if k not in ("cell_id_start", "tables")}
+        return w.finish(fields, annotation_table(var, var.index.to_numpy(), gene_ids), start)
+
+
+def _rows_table(records: list[dict[str, Any]], shape: dict[str, Any], n_vocab: int) -> pa.Table:
+    """Arrow rows of a data table from its JSON records."""
+    ids = np.array([r["id"] for r in records], dtype=np.int64)
+    dtype = np.dtype(shape["dtype"])
+    if shape["kind"] == "dense":
+        values = np.array([r["values"] for r in records], dtype=dtype)
+        return dense_table(ids, values.reshape(len(records), -1))
+    indptr = np.cumsum([0] + [len(r["genes"]) for r in records])
+    m = sp.csr_matrix(
+        (
+            np.array([v for r in records for v in r["expressions"]], dtype=dtype),
+            np.array([g for r in records for g in r["genes"]], dtype=np.int64),
+            indptr,
+        ),
+        shape=(len(records), shape["n_cols"] or n_vocab),
+    )
+    return sparse_table(ids, m, shape["n_cols"], dtype)
