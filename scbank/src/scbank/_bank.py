@@ -286,11 +286,13 @@ class DataBank:
     ) -> Iterator[dict[str, Any]]:
         """Stream minibatches of cells with bounded memory.
 
-        Row groups are visited in a seeded random order, read into a buffer of about
-        ``buffer_size`` cells and shuffled there. The epoch's cell stream is split into
+        Part files are visited in a seeded random order, in windows of 8 parts whose row
+        groups are interleaved at random; rows pass through a buffer of about ``buffer_size``
+        cells that is shuffled before batches are cut. The epoch's cell stream is split into
         ``world_size * num_workers`` contiguous, disjoint shards whose sizes differ by at most
         one cell; together they hold every cell exactly once. The order depends only on
-        ``seed``, ``epoch``, the shard and the sizes, never on timing.
+        ``seed``, ``epoch``, the shard and the sizes, never on timing. Memory is bounded by
+        the buffer and the footers of one window of part files, whatever the bank's size.
 
         Parameters
         ----------
