@@ -23,7 +23,7 @@ def test_training_reduces_the_masked_value_loss(baron_small):
     model = SCFormer(baron_small, **TINY_MODEL)
     model.train(max_epochs=8, lr=3e-3, **TINY_TRAIN)
     history = model.history
-    for key in ("train_loss", "validation_loss", "gep_mse_train", "mvc_mse_validation"):
+    for key in ("train_loss", "validation_loss", "gep_loss_train", "mvc_loss_validation"):
         assert key in history, key
     train = history["train_loss"].to_numpy(dtype=float).ravel()
     validation = history["validation_loss"].to_numpy(dtype=float).ravel()
@@ -94,14 +94,14 @@ def test_load_refuses_mismatched_weights_and_vocab(trained, tmp_path):
     model, _ = trained
     model.save(tmp_path / "m")
     weights = load_file(tmp_path / "m" / "model.safetensors")
-    weights.pop("value_head.mlp.0.bias")
+    weights.pop("gep_head.mlp.0.bias")
     weights["embedding.gene.weight"] = weights["embedding.gene.weight"][:-1]
     weights["extra.weight"] = torch.zeros(2)
     save_file(weights, tmp_path / "m" / "model.safetensors")
     with pytest.raises(ValueError, match="nothing was loaded") as error:
         SCFormer.load(tmp_path / "m")
     message = str(error.value)
-    assert "missing (1): value_head.mlp.0.bias" in message
+    assert "missing (1): gep_head.mlp.0.bias" in message
     assert "unexpected (1): extra.weight" in message
     assert "embedding.gene.weight: checkpoint (402, 32) vs model (403, 32)" in message
 

@@ -1,7 +1,12 @@
 """Tokenization and data loading: genes -> vocabulary ids, values -> bins, cells -> sequences."""
 
 from ._binning import quantile_bins
-from ._loader import TokenizeCollate, TokenizedDataLoader, TokenizedDataSplitter
+from ._loader import (
+    LengthBucketSampler,
+    TokenizeCollate,
+    TokenizedDataLoader,
+    TokenizedDataSplitter,
+)
 from ._tokenizer import TokenizedCells, Tokenizer, mask_tokens
 from ._validation import validate_counts
 from ._vocab import CLS_TOKEN, MASK_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, GeneVocab, gene_names
@@ -12,6 +17,7 @@ __all__ = [
     "PAD_TOKEN",
     "SPECIAL_TOKENS",
     "GeneVocab",
+    "LengthBucketSampler",
     "TokenizeCollate",
     "TokenizedCells",
     "TokenizedDataLoader",

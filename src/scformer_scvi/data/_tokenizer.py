@@ -41,6 +41,10 @@ class TokenizedCells:
         ``True`` at padding positions.
     library_size
         ``(n_cells,)`` total counts of each cell over all vocabulary genes of the panel.
+    absent_ids
+        ``(n_cells, k)`` ids of extra genes the cell does not express (not among its tokens),
+        padded with ``<pad>``; queries for predicting expression from the cell embedding. Only
+        when requested (``absent_ratio > 0``).
     """
 
     gene_ids: np.ndarray
@@ -48,6 +52,7 @@ class TokenizedCells:
     bins: np.ndarray
     padding_mask: np.ndarray
     library_size: np.ndarray
+    absent_ids: np.ndarray | None = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -123,8 +128,19 @@ class Tokenizer:
         """Number of panel genes that are in the vocabulary."""
         return int(self.known_ids.size)
 
+    def token_counts(self, X: sp.spmatrix | np.ndarray) -> np.ndarray:
+        """Number of tokens (``<cls>`` included) each row of ``X`` becomes, without tokenizing."""
+        X = sp.csr_matrix(X)[:, self.known_columns]
+        nnz = np.asarray((X > 0).sum(axis=1)).ravel()
+        n_expr = np.minimum(nnz, self.max_seq_len - 1)
+        room = np.minimum(self.max_seq_len - 1 - n_expr, self.n_known_genes - nnz)
+        return 1 + n_expr + np.minimum(self.n_zero_genes, room)
+
     def __call__(
-        self, X: sp.spmatrix | np.ndarray, rng: np.random.Generator | None = None
+        self,
+        X: sp.spmatrix | np.ndarray,
+        rng: np.random.Generator | None = None,
+        absent_ratio: float = 0.0,
     ) -> TokenizedCells:
         """Tokenize the rows of ``X`` (cells × panel genes, raw counts).
 
@@ -135,6 +151,9 @@ class Tokenizer:
         rng
             Source of randomness for gene subsampling and zero genes (training); ``None`` for
             deterministic tokens (inference).
+        absent_ratio
+            Also pick ``round(absent_ratio * n_tokens)`` non-expressed genes per cell, beyond
+            its zero-gene tokens (:attr:`TokenizedCells.absent_ids`).
         """
         X = sp.csr_matrix(X, dtype=np.float32)[:, self.known_columns]
         X.eliminate_zeros()
@@ -158,10 +177,15 @@ class Tokenizer:
         n_expr = np.minimum(nnz, budget)
 
         # --- choose zero genes (not expressed in the cell) for the remaining positions
-        n_zero = np.minimum(
-            self.n_zero_genes, np.minimum(budget - n_expr, self.n_known_genes - nnz)
+        n_unexpressed = self.n_known_genes - nnz
+        n_zero = np.minimum(self.n_zero_genes, np.minimum(budget - n_expr, n_unexpressed))
+        n_absent = np.minimum(
+            np.rint(absent_ratio * (n_expr + n_zero)).astype(np.int64), n_unexpressed - n_zero
         )
-        zero_rows, zero_cols, zero_pos = self._zero_genes(X, n_zero, n_expr, rng)
+        picked_rows, picked_cols, rank = self._unexpressed(X, n_zero + n_absent, rng)
+        as_token = rank < n_zero[picked_rows]
+        zero_rows, zero_cols = picked_rows[as_token], picked_cols[as_token]
+        zero_pos = 1 + n_expr[zero_rows] + rank[as_token]
 
         seq_len = 1 + int((n_expr + n_zero).max(initial=0))
         gene_ids = np.full((n_cells, seq_len), self.pad_id, dtype=np.int64)
@@ -175,17 +199,23 @@ class Tokenizer:
         gene_ids[zero_rows, zero_pos] = self.known_ids[zero_cols]
         padding_mask = np.arange(seq_len)[None, :] > (n_expr + n_zero)[:, None]
         library_size = np.asarray(X.sum(axis=1), dtype=np.float32).ravel()
-        return TokenizedCells(gene_ids, values, bins, padding_mask, library_size)
+        absent_ids = None
+        if absent_ratio > 0:
+            absent_ids = np.full((n_cells, int(n_absent.max(initial=0))), self.pad_id, np.int64)
+            rows_a = picked_rows[~as_token]
+            absent_ids[rows_a, rank[~as_token] - n_zero[rows_a]] = self.known_ids[
+                picked_cols[~as_token]
+            ]
+        return TokenizedCells(gene_ids, values, bins, padding_mask, library_size, absent_ids)
 
-    def _zero_genes(
-        self,
-        X: sp.csr_matrix,
-        n_zero: np.ndarray,
-        n_expr: np.ndarray,
-        rng: np.random.Generator | None,
+    def _unexpressed(
+        self, X: sp.csr_matrix, n_pick: np.ndarray, rng: np.random.Generator | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows, columns and sequence positions of the zero genes to add."""
-        k = int(n_zero.max(initial=0))
+        """Pick ``n_pick[i]`` genes that cell ``i`` does not express.
+
+        Returns rows, columns and the rank of each pick within its cell (0, 1, ...).
+        """
+        k = int(n_pick.max(initial=0))
         if k == 0:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty, empty
@@ -198,11 +228,10 @@ class Tokenizer:
         candidates = np.argpartition(keys, kth=k - 1, axis=1)[:, :k]
         candidate_keys = np.take_along_axis(keys, candidates, axis=1)
         candidates = np.take_along_axis(candidates, np.argsort(candidate_keys, axis=1), axis=1)
-        j = np.arange(k)[None, :]
-        chosen = j < n_zero[:, None]
-        zero_rows = np.broadcast_to(np.arange(n_cells)[:, None], (n_cells, k))[chosen]
-        zero_pos = (1 + n_expr[:, None] + j)[chosen]
-        return zero_rows, candidates[chosen], zero_pos
+        rank = np.broadcast_to(np.arange(k)[None, :], (n_cells, k))
+        chosen = rank < n_pick[:, None]
+        rows = np.broadcast_to(np.arange(n_cells)[:, None], (n_cells, k))[chosen]
+        return rows, candidates[chosen], rank[chosen]
 
 
 def mask_tokens(

@@ -1,6 +1,12 @@
 """Evaluation metrics for embeddings and predictions."""
 
+from ._expression import expression_correlation, rowwise_pearson
 from ._integration import integration_scores
 from ._knn import cross_batch_knn_accuracy
 
-__all__ = ["cross_batch_knn_accuracy", "integration_scores"]
+__all__ = [
+    "cross_batch_knn_accuracy",
+    "expression_correlation",
+    "integration_scores",
+    "rowwise_pearson",
+]

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager
+from scvi.data._utils import _check_if_view
 from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi.utils import setup_anndata_dsp
@@ -28,7 +29,7 @@ from scformer_scvi.data import (
 from scformer_scvi.module import SCFormerModule
 from scformer_scvi.train import SCFormerTrainingPlan
 
-from .base import EmbeddingMixin, SafeSaveLoadMixin
+from .base import EmbeddingMixin, ExpressionMixin, SafeSaveLoadMixin
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +37,19 @@ logger = logging.getLogger(__name__)
 _TARGET_STEPS = 3000
 
 
-class SCFormer(EmbeddingMixin, SafeSaveLoadMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class SCFormer(
+    EmbeddingMixin,
+    ExpressionMixin,
+    SafeSaveLoadMixin,
+    UnsupervisedTrainingMixin,
+    BaseModelClass,
+):
     """scFormer: a transformer over gene tokens, pretrained by masked value prediction.
 
-    Every cell is a set of tokens, one per expressed gene, each carrying the gene's identity and
-    its expression binned by per-cell quantile, plus a ``<cls>`` token whose final state is the
-    cell embedding. Training hides a fraction of the values and predicts them back.
+    Every cell is a set of tokens, one per expressed gene (plus, optionally, some genes it does
+    not express), each carrying the gene's identity and its expression, plus a ``<cls>`` token.
+    Training hides a fraction of the values and predicts them back, from each token's context
+    and from the cell embedding.
 
     Parameters
     ----------
@@ -58,21 +66,28 @@ class SCFormer(EmbeddingMixin, SafeSaveLoadMixin, UnsupervisedTrainingMixin, Bas
         Attention heads.
     n_layers
         Transformer blocks.
-    d_ff
-        Feed-forward width; ``None`` means ``4 * d_model``.
-    dropout
-        Dropout rate.
     n_bins
-        Value bins, zero bin included.
+        Per-cell quantile value bins, zero bin included.
     max_seq_len
         Tokens per cell, ``<cls>`` included. Longer cells keep a random subset of genes in
         training and their highest-expressed genes at inference.
     n_zero_genes
         Non-expressed genes added to each cell's tokens, so the model also learns zeros.
-    cell_embedding
-        ``"mean"`` (mean of the gene tokens' final states) or ``"cls"`` (the ``<cls>`` token's).
-    mvc_weight
-        Weight of the objective that predicts masked values from the cell embedding.
+    **module_kwargs
+        Options of :class:`~scformer_scvi.module.SCFormerModule`: ``value_encoding``
+        (``"binned"``, ``"continuous"``, ``"count_classes"``, ``"scaling"``), ``likelihood``
+        (``"mse"``, ``"binned"``, ``"zinb"``, ``"hurdle"``), ``head_kwargs``,
+        ``cell_embedding`` (``"mean"``, ``"cls"``, ``"weighted"``), ``attention`` (``"sdpa"``,
+        ``"linear"``), objective weights (``gep_weight``, ``mvc_weight``, ``cce_weight``,
+        ``ecs_weight``, ``classification_weight``), ``batch_token``, ``domain_norm``,
+        ``d_ff``, ``dropout``.
+
+    Notes
+    -----
+    Cells from a batch that was not seen in training (a new category of ``batch_key``) can be
+    embedded with :meth:`get_latent_representation`: with ``batch_token`` / ``domain_norm``
+    they use the mean of the learned batch parameters, and a warning names the new batches.
+    :meth:`load` with such data fails, because it attaches the model's own data.
 
     Examples
     --------
@@ -97,13 +112,10 @@ class SCFormer(EmbeddingMixin, SafeSaveLoadMixin, UnsupervisedTrainingMixin, Bas
         d_model: int = 128,
         n_heads: int = 4,
         n_layers: int = 4,
-        d_ff: int | None = None,
-        dropout: float = 0.1,
         n_bins: int = 51,
         max_seq_len: int = 512,
         n_zero_genes: int = 0,
-        cell_embedding: str = "mean",
-        mvc_weight: float = 1.0,
+        **module_kwargs,
     ) -> None:
         super().__init__(adata, registry)
         if vocab is None:
@@ -117,23 +129,25 @@ class SCFormer(EmbeddingMixin, SafeSaveLoadMixin, UnsupervisedTrainingMixin, Bas
         self.module = self._module_cls(
             n_tokens=len(vocab),
             pad_id=vocab.pad_id,
+            n_batch=self.summary_stats.n_batch,
+            n_labels=self.summary_stats.n_labels,
             n_bins=n_bins,
             d_model=d_model,
             n_heads=n_heads,
             n_layers=n_layers,
-            d_ff=d_ff,
-            dropout=dropout,
-            cell_embedding=cell_embedding,
-            mvc_weight=mvc_weight,
+            **module_kwargs,
         )
-        n_params = sum(p.numel() for p in self.module.parameters())
+        module = self.module
+        n_params = sum(p.numel() for p in module.parameters())
+        objectives = ", ".join(f"{k} x{w:g}" for k, w in module.weights.items() if w)
         self._model_summary_string = (
             f"SCFormer: {n_layers} layers x {n_heads} heads, d_model={d_model}, "
             f"{n_params / 1e6:.2f}M parameters; vocabulary {vocab.n_genes} genes "
-            f"(md5 {vocab.md5[:8]}); {n_bins} value bins, max_seq_len={max_seq_len}, "
-            f"n_zero_genes={n_zero_genes}; {cell_embedding} cell embedding; "
-            f"n_batch={self.summary_stats.n_batch}, "
-            f"n_labels={self.summary_stats.n_labels}"
+            f"(md5 {vocab.md5[:8]}); {module.embedding.value_encoding} values "
+            f"({n_bins} bins), {module.likelihood} head, {module.cell_embedding} cell "
+            f"embedding, {module.encoder.layers[0].attn.attention} attention; "
+            f"max_seq_len={max_seq_len}, n_zero_genes={n_zero_genes}; objectives: {objectives}; "
+            f"n_batch={self.summary_stats.n_batch}, n_labels={self.summary_stats.n_labels}"
         )
         self.init_params_ = self._get_init_params(locals())
         # The vocabulary is saved as its own JSON file, not among the init parameters.
@@ -195,6 +209,8 @@ class SCFormer(EmbeddingMixin, SafeSaveLoadMixin, UnsupervisedTrainingMixin, Bas
         mask_ratio: float = 0.4,
         batch_size: int = 64,
         lr: float = 1e-3,
+        length_bucketing: bool = True,
+        mvc_zero_fraction: float = 0.0,
         train_size: float | None = None,
         validation_size: float | None = None,
         accelerator: str = "auto",
@@ -216,6 +232,12 @@ class SCFormer(EmbeddingMixin, SafeSaveLoadMixin, UnsupervisedTrainingMixin, Bas
             Cells per minibatch.
         lr
             Peak learning rate (linear warm-up, then cosine decay per step).
+        length_bucketing
+            Group training cells of similar length into minibatches, so that little compute
+            goes to padding.
+        mvc_zero_fraction
+            Share of non-expressed genes among the genes the MVC objective predicts from the
+            cell embedding (in ``[0, 1)``).
         train_size, validation_size
             Split of the cells (default 90% / 10%); validation losses go to ``model.history``.
         accelerator, devices
@@ -232,10 +254,15 @@ class SCFormer(EmbeddingMixin, SafeSaveLoadMixin, UnsupervisedTrainingMixin, Bas
         if max_epochs is None:
             steps_per_epoch = max(1, math.ceil(0.9 * self.adata.n_obs / batch_size))
             max_epochs = int(np.clip(round(_TARGET_STEPS / steps_per_epoch), 2, 100))
-        collate = TokenizeCollate(self._tokenizer(self.adata), mask_ratio, stochastic=True)
-        datasplitter_kwargs = {"collate_fn": collate, **(datasplitter_kwargs or {})}
+        collate = TokenizeCollate(self._tokenizer(self.adata), mask_ratio, True, mvc_zero_fraction)
+        datasplitter_kwargs = {
+            "collate_fn": collate,
+            "length_bucketing": length_bucketing,
+            **(datasplitter_kwargs or {}),
+        }
         plan_kwargs = {"lr": lr, **(plan_kwargs or {})}
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        if train_size is None or train_size < 1.0 or validation_size:
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)  # losses in model.history
         trainer_kwargs.setdefault("gradient_clip_val", 1.0)
         return super().train(
             max_epochs=max_epochs,
@@ -250,11 +277,38 @@ class SCFormer(EmbeddingMixin, SafeSaveLoadMixin, UnsupervisedTrainingMixin, Bas
         )
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
-        """Check the counts of an AnnData the model has not seen, then register it."""
-        if adata is not None and self.get_anndata_manager(adata) is None:
-            args = self.registry_["setup_args"]
-            validate_counts(adata, args["layer"], args["allow_non_integer"])
+        """Register an AnnData the model has not seen: check its counts, accept new batches."""
+        if adata is None or self.get_anndata_manager(adata) is not None:
+            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+        _check_if_view(adata, copy_if_view=copy_if_view)
+        args = self.registry_["setup_args"]
+        validate_counts(adata, args["layer"], args["allow_non_integer"])
+        self._warn_unseen_batches(adata)
+        if self.adata_manager is None:
+            type(self).setup_anndata(
+                adata, source_registry=self.registry_, extend_categories=True, **args
+            )
+            manager = self._get_most_recent_anndata_manager(adata, required=True)
+        else:
+            manager = self.adata_manager.transfer_fields(adata, extend_categories=True)
+        self._register_manager_for_instance(manager)
         return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+    def _warn_unseen_batches(self, adata: AnnData) -> None:
+        batch_key = self.registry_["setup_args"]["batch_key"]
+        if batch_key is None or batch_key not in adata.obs.columns:
+            return
+        state = self.registry_["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"]
+        new = sorted(
+            set(adata.obs[batch_key].astype(str)) - set(map(str, state["categorical_mapping"]))
+        )
+        if new:
+            warnings.warn(
+                f"Batches {new} were not seen in training; their cells use the mean of the "
+                "learned batch parameters.",
+                UserWarning,
+                stacklevel=settings.warnings_stacklevel,
+            )
 
     def _tokenizer(self, adata: AnnData) -> Tokenizer:
         """Build the tokenizer for ``adata``'s genes, matched to the vocabulary by name."""
@@ -306,7 +360,7 @@ class SCFormer(EmbeddingMixin, SafeSaveLoadMixin, UnsupervisedTrainingMixin, Bas
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
     ) -> TokenizedDataLoader:
-        """Deterministic (inference) minibatches of tokenized cells."""
+        """Deterministic (inference) minibatches of tokenized cells, in the order of ``indices``."""
         collate = TokenizeCollate(self._tokenizer(adata), mask_ratio=0.0, stochastic=False)
         return self._make_data_loader(
             adata=adata, indices=indices, batch_size=batch_size, collate_fn=collate

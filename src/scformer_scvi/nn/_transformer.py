@@ -2,37 +2,50 @@
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+Attention = Literal["sdpa", "linear"]
 
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a key-padding mask.
 
-    Uses :func:`torch.nn.functional.scaled_dot_product_attention`, which picks a fused kernel
-    (flash / memory-efficient) on GPU and runs everywhere, CPU included; no flash-attn package.
+    ``attention="sdpa"`` uses :func:`torch.nn.functional.scaled_dot_product_attention`, which
+    picks a fused kernel (flash / memory-efficient) on GPU and runs everywhere, CPU included; no
+    flash-attn package. ``attention="linear"`` is Hydra attention (Bolya et al. 2022): as many
+    heads as channels and a cosine-similarity kernel, so cost grows linearly with the number of
+    tokens. ``return_weights=True`` takes an explicit softmax path (SDPA only) that also
+    returns the attention weights, for gene-network analysis.
 
     Parameters
     ----------
     d_model
         Token width.
     n_heads
-        Number of heads; must divide ``d_model``.
-    dropout
-        Dropout on attention weights during training.
+        Number of heads; must divide ``d_model`` (ignored by linear attention).
+    attention
+        ``"sdpa"`` or ``"linear"``.
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, d_model: int, n_heads: int, attention: Attention = "sdpa") -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}.")
+        if attention not in ("sdpa", "linear"):
+            raise ValueError(f"attention must be 'sdpa' or 'linear', got {attention!r}.")
         self.n_heads = n_heads
-        self.dropout = dropout
+        self.attention = attention
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, padding_mask: torch.Tensor, return_weights: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Attend over the non-padding tokens.
 
         Parameters
@@ -41,18 +54,28 @@ class SelfAttention(nn.Module):
             ``(batch, seq_len, d_model)``.
         padding_mask
             ``(batch, seq_len)``, ``True`` at padding (those keys get no attention).
+        return_weights
+            Also return the ``(batch, n_heads, seq_len, seq_len)`` attention weights.
         """
         n, length, width = x.shape
-        q, k, v = (
-            self.qkv(x)
-            .view(n, length, 3, self.n_heads, width // self.n_heads)
-            .permute(2, 0, 3, 1, 4)
-        )
+        if self.attention == "linear":
+            if return_weights:
+                raise ValueError("Linear attention has no attention matrix; use attention='sdpa'.")
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            keep = (~padding_mask).unsqueeze(-1).to(x.dtype)
+            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1) * keep
+            return self.out(q * (k * v * keep).sum(dim=1, keepdim=True))
+        qkv = self.qkv(x).view(n, length, 3, self.n_heads, width // self.n_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
         keep = ~padding_mask[:, None, None, :]
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.out(y.transpose(1, 2).reshape(n, length, width))
+        if return_weights:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+            weights = torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1)
+            y = weights @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        y = self.out(y.transpose(1, 2).reshape(n, length, width))
+        return (y, weights) if return_weights else y
 
 
 class EncoderLayer(nn.Module):
@@ -64,20 +87,33 @@ class EncoderLayer(nn.Module):
     forces SDPA off its fused kernels.
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float = 0.1,
+        attention: Attention = "sdpa",
+    ) -> None:
         super().__init__()
         self.norm_attn = nn.LayerNorm(d_model)
-        self.attn = SelfAttention(d_model, n_heads)
+        self.attn = SelfAttention(d_model, n_heads, attention)
         self.norm_ffn = nn.LayerNorm(d_model)
         self.ffn = nn.Sequential(
             nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, padding_mask: torch.Tensor, return_weights: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Apply the block; ``padding_mask`` is ``True`` at padding."""
-        x = x + self.dropout(self.attn(self.norm_attn(x), padding_mask))
-        return x + self.dropout(self.ffn(self.norm_ffn(x)))
+        attended = self.attn(self.norm_attn(x), padding_mask, return_weights)
+        if return_weights:
+            attended, weights = attended
+        x = x + self.dropout(attended)
+        x = x + self.dropout(self.ffn(self.norm_ffn(x)))
+        return (x, weights) if return_weights else x
 
 
 class TransformerEncoder(nn.Module):
@@ -95,19 +131,37 @@ class TransformerEncoder(nn.Module):
         Hidden width of the feed-forward sub-layer.
     dropout
         Dropout rate.
+    attention
+        ``"sdpa"`` (exact) or ``"linear"`` (Hydra attention, linear in sequence length).
     """
 
     def __init__(
-        self, d_model: int, n_heads: int, n_layers: int, d_ff: int, dropout: float = 0.1
+        self,
+        d_model: int,
+        n_heads: int,
+        n_layers: int,
+        d_ff: int,
+        dropout: float = 0.1,
+        attention: Attention = "sdpa",
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            EncoderLayer(d_model, n_heads, d_ff, dropout) for _ in range(n_layers)
+            EncoderLayer(d_model, n_heads, d_ff, dropout, attention) for _ in range(n_layers)
         )
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        """Encode ``(batch, seq_len, d_model)`` tokens; ``padding_mask`` is ``True`` at padding."""
+    def forward(
+        self, x: torch.Tensor, padding_mask: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Encode ``(batch, seq_len, d_model)`` tokens; ``padding_mask`` is ``True`` at padding.
+
+        With ``return_attention``, also return each layer's attention weights.
+        """
+        weights = []
         for layer in self.layers:
-            x = layer(x, padding_mask)
-        return self.norm(x)
+            x = layer(x, padding_mask, return_attention)
+            if return_attention:
+                x, layer_weights = x
+                weights.append(layer_weights)
+        x = self.norm(x)
+        return (x, weights) if return_attention else x

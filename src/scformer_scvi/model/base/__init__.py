@@ -1,6 +1,7 @@
 """Capabilities composed into the model classes, one per module."""
 
 from ._embedding import EmbeddingMixin
+from ._expression import ExpressionMixin
 from ._save_load import SafeSaveLoadMixin
 
-__all__ = ["EmbeddingMixin", "SafeSaveLoadMixin"]
+__all__ = ["EmbeddingMixin", "ExpressionMixin", "SafeSaveLoadMixin"]
