@@ -17,6 +17,7 @@ from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi.utils import setup_anndata_dsp
 
+import scbank
 from scformer_scvi.data import (
     GeneVocab,
     TokenizeCollate,
@@ -29,7 +30,7 @@ from scformer_scvi.data import (
 from scformer_scvi.module import SCFormerModule
 from scformer_scvi.train import SCFormerTrainingPlan
 
-from .base import EmbeddingMixin, ExpressionMixin, SafeSaveLoadMixin
+from .base import BankMixin, EmbeddingMixin, ExpressionMixin, SafeSaveLoadMixin
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ _TARGET_STEPS = 3000
 
 
 class SCFormer(
+    BankMixin,
     EmbeddingMixin,
     ExpressionMixin,
     SafeSaveLoadMixin,
@@ -217,6 +219,7 @@ class SCFormer(
         devices: int | list[int] | str = "auto",
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
+        bank: scbank.DataBank | None = None,
         **trainer_kwargs,
     ):
         """Pretrain by masked value prediction.
@@ -246,24 +249,48 @@ class SCFormer(
             Passed to :class:`~scformer_scvi.train.SCFormerTrainingPlan` (e.g. ``weight_decay``,
             ``warmup_ratio``).
         datasplitter_kwargs
-            Passed to the data splitter (e.g. ``num_workers``).
+            Passed to the data splitter (e.g. ``num_workers``); with a bank, ``num_workers``
+            and ``seed`` are understood.
+        bank
+            Train on the cells of this :class:`scbank.DataBank` (a model made with
+            :meth:`from_bank`), streamed with bounded memory and split across DDP ranks and
+            dataloader workers. Every cell is used for training (no validation split).
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` / Lightning, e.g. ``precision="bf16-mixed"``,
             ``gradient_clip_val=1.0``, ``early_stopping=True``.
         """
+        n_obs = bank.n_obs if bank is not None else self.adata.n_obs
         if max_epochs is None:
-            steps_per_epoch = max(1, math.ceil(0.9 * self.adata.n_obs / batch_size))
+            steps_per_epoch = max(1, math.ceil(0.9 * n_obs / batch_size))
             max_epochs = int(np.clip(round(_TARGET_STEPS / steps_per_epoch), 2, 100))
+        plan_kwargs = {"lr": lr, **(plan_kwargs or {})}
+        trainer_kwargs.setdefault("gradient_clip_val", 1.0)
+        if bank is not None:
+            options = datasplitter_kwargs or {}
+            datamodule = self._bank_datamodule(
+                bank,
+                batch_size,
+                mask_ratio,
+                mvc_zero_fraction,
+                num_workers=options.get("num_workers", 0),
+                seed=options.get("seed", 0),
+            )
+            return super().train(
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                plan_kwargs=plan_kwargs,
+                datamodule=datamodule,
+                **trainer_kwargs,
+            )
         collate = TokenizeCollate(self._tokenizer(self.adata), mask_ratio, True, mvc_zero_fraction)
         datasplitter_kwargs = {
             "collate_fn": collate,
             "length_bucketing": length_bucketing,
             **(datasplitter_kwargs or {}),
         }
-        plan_kwargs = {"lr": lr, **(plan_kwargs or {})}
         if train_size is None or train_size < 1.0 or validation_size:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)  # losses in model.history
-        trainer_kwargs.setdefault("gradient_clip_val", 1.0)
         return super().train(
             max_epochs=max_epochs,
             accelerator=accelerator,
@@ -313,11 +340,19 @@ class SCFormer(
     def _tokenizer(self, adata: AnnData) -> Tokenizer:
         """Build the tokenizer for ``adata``'s genes, matched to the vocabulary by name."""
         genes = gene_names(adata, self.registry_["setup_args"]["gene_key"])
+        tokenizer = self._gene_tokenizer(genes, "this AnnData")
+        if tokenizer.n_known_genes < len(genes):
+            known = self.vocab_.lookup(genes) >= 0
+            self._warn_cells_without_known_genes(adata, known)
+        return tokenizer
+
+    def _gene_tokenizer(self, genes: Sequence[str], source: str) -> Tokenizer:
+        """Build the tokenizer for data whose columns are ``genes``."""
         column_ids = self.vocab_.lookup(genes)
         known = column_ids >= 0
         if not known.any():
             raise ValueError(
-                f"None of the {len(genes)} genes of this AnnData (e.g. {genes[:3]}) is in the "
+                f"None of the {len(genes)} genes of {source} (e.g. {list(genes[:3])}) is in the "
                 f"model's vocabulary of {self.vocab_.n_genes} genes (e.g. {self.vocab_.genes[:3]})."
                 " Use the same gene naming (symbols vs Ensembl ids) as the model, or pass "
                 "gene_key= to setup_anndata to use another var column."
@@ -329,7 +364,6 @@ class SCFormer(
                 UserWarning,
                 stacklevel=settings.warnings_stacklevel,
             )
-            self._warn_cells_without_known_genes(adata, known)
         return Tokenizer(
             column_ids,
             pad_id=self.vocab_.pad_id,
