@@ -22,7 +22,7 @@ import scvi
 
 from scformer_scvi import LATENT_KEY, SCFormer
 from scformer_scvi.datasets import baron_pancreas
-from scformer_scvi.metrics import cross_batch_knn_accuracy, integration_scores
+from scformer_scvi.metrics import cross_batch_knn_accuracy, integration
 from scformer_scvi.plotting import umap
 
 BATCH_KEY = "donor"
@@ -85,7 +85,7 @@ def run_demo(
                 adata.obsm[key], adata.obs[LABEL_KEY], adata.obs[BATCH_KEY]
             )
         }
-    scores = integration_scores(
+    scores = integration(
         adata,
         [LATENT_KEY, "X_pca"],
         batch_key=BATCH_KEY,

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scformer_scvi.metrics import cross_batch_knn_accuracy, integration_scores
+from scformer_scvi.metrics import cross_batch_knn_accuracy, integration
 
 
 def separable(n_per_group=40, seed=0):
@@ -46,8 +46,8 @@ def scored_adata():
     return adata
 
 
-def test_integration_scores_columns_and_ranking(scored_adata, tmp_path):
-    scores = integration_scores(
+def test_integration_columns_and_ranking(scored_adata, tmp_path):
+    scores = integration(
         scored_adata, ["X_good", "X_noise"], "batch", "label", table_png=tmp_path / "t.png"
     )
     assert list(scores.index) == ["X_good", "X_noise"]
@@ -57,8 +57,8 @@ def test_integration_scores_columns_and_ranking(scored_adata, tmp_path):
     assert (tmp_path / "t.png").stat().st_size > 1000
 
 
-def test_integration_scores_rejects_bad_embeddings(scored_adata):
+def test_integration_rejects_bad_embeddings(scored_adata):
     with pytest.raises(ValueError, match=r"shape \(179, 2\)"):
-        integration_scores(scored_adata, {"X_short": np.zeros((179, 2))}, "batch", "label")
+        integration(scored_adata, {"X_short": np.zeros((179, 2))}, "batch", "label")
     with pytest.raises(KeyError, match="X_missing"):
-        integration_scores(scored_adata, ["X_missing"], "batch", "label")
+        integration(scored_adata, ["X_missing"], "batch", "label")

@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 
-def integration_scores(
+def integration(
     adata: AnnData,
     embeddings: Sequence[str] | Mapping[str, np.ndarray],
     batch_key: str,

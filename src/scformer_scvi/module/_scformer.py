@@ -10,7 +10,7 @@ from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
-from scformer_scvi.nn import TokenEmbedding, TransformerEncoder, log_cp10k
+from scformer_scvi.nn import TokenEmbedding, TransformerEncoder, grad_reverse, log_cp10k
 
 from ._likelihoods import BinContext, Likelihood, TokenTargets, make_head, masked_mean
 from ._objectives import contrastive_loss, elastic_similarity_loss
@@ -43,7 +43,12 @@ class SCFormerModule(BaseModuleClass):
       views of the minibatch;
     - **ECS** (``ecs_weight``): elastic cell similarity on the cell embeddings;
     - **classification** (``classification_weight``): cross-entropy of a cell-type head, when
-      labels are registered.
+      labels are registered;
+    - **DAR** (``dar_weight``): adversarial batch removal. A discriminator predicts the batch
+      from the cell embedding through a gradient-reversal layer, so the encoder learns to hide
+      the batch; the reversal strength ``dar_scale`` (0..1, a loss argument) is ramped up by the
+      training plan (``dar_warmup_ratio``). Everything stays one ordinary optimisation step, so
+      Lightning's gradient clipping, mixed precision and schedulers keep working.
 
     Batch handling: ``batch_token`` inserts a learned token for the cell's batch after
     ``<cls>`` and adds the batch embedding to the cell embedding before the MVC decoder (so the
@@ -77,7 +82,7 @@ class SCFormerModule(BaseModuleClass):
         with a learned score per token). Padding and special tokens are always excluded.
     attention
         ``"sdpa"`` or ``"linear"``.
-    gep_weight, mvc_weight, cce_weight, ecs_weight, classification_weight
+    gep_weight, mvc_weight, cce_weight, ecs_weight, classification_weight, dar_weight
         Objective weights.
     ecs_threshold, cce_temperature
         ECS similarity threshold and CCE softmax temperature.
@@ -107,6 +112,7 @@ class SCFormerModule(BaseModuleClass):
         cce_weight: float = 0.0,
         ecs_weight: float = 0.0,
         classification_weight: float = 1.0,
+        dar_weight: float = 0.0,
         ecs_threshold: float = 0.6,
         cce_temperature: float = 0.5,
         batch_token: bool = False,
@@ -129,7 +135,13 @@ class SCFormerModule(BaseModuleClass):
             "cce": cce_weight,
             "ecs": ecs_weight,
             "classification": classification_weight if n_labels > 1 else 0.0,
+            "dar": dar_weight,
         }
+        if dar_weight and n_batch < 2:
+            raise ValueError(
+                "Adversarial batch removal (dar_weight > 0) needs at least two batches: pass "
+                "batch_key= to setup_anndata."
+            )
         self.ecs_threshold = ecs_threshold
         self.cce_temperature = cce_temperature
 
@@ -159,6 +171,17 @@ class SCFormerModule(BaseModuleClass):
         self.classifier = (
             nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, n_labels))
             if self.weights["classification"] > 0
+            else None
+        )
+        self.discriminator = (
+            nn.Sequential(
+                nn.Linear(d_model, d_model),
+                nn.LeakyReLU(),
+                nn.Linear(d_model, d_model),
+                nn.LeakyReLU(),
+                nn.Linear(d_model, n_batch),
+            )
+            if dar_weight
             else None
         )
 
@@ -308,8 +331,12 @@ class SCFormerModule(BaseModuleClass):
         tensors: dict[str, torch.Tensor],
         inference_outputs: dict,
         generative_outputs: dict,
+        dar_scale: float = 1.0,
     ) -> LossOutput:
-        """Weighted sum of the active objectives; each is also logged on its own."""
+        """Weighted sum of the active objectives; each is also logged on its own.
+
+        ``dar_scale`` is the current strength of the gradient reversal (0..1).
+        """
         mask = tensors[MLM_MASK_KEY]
         targets = token_targets(tensors)
         terms: dict[str, torch.Tensor] = {}
@@ -340,6 +367,12 @@ class SCFormerModule(BaseModuleClass):
             logits = generative_outputs["logits"]
             terms["classification"] = F.cross_entropy(logits.float(), labels)
             metrics["classification_accuracy"] = (logits.argmax(-1) == labels).float().mean()
+        if self.discriminator is not None:
+            batches = inference_outputs["batch_index"]
+            logits = self.discriminator(grad_reverse(z, dar_scale))
+            terms["dar"] = F.cross_entropy(logits.float(), batches)
+            metrics["dar_accuracy"] = (logits.argmax(-1) == batches).float().mean()
+            metrics["dar_scale"] = torch.tensor(float(dar_scale))
         total = sum(self.weights[name] * value for name, value in terms.items())
         metrics.update({f"{name}_loss": value.detach() for name, value in terms.items()})
         return LossOutput(

@@ -1,6 +1,7 @@
 """Neural-network layers of scFormer."""
 
 from ._embedding import VALUE_ENCODINGS, TokenEmbedding, count_classes, log_cp10k
+from ._grad_reverse import grad_reverse
 from ._transformer import EncoderLayer, SelfAttention, TransformerEncoder
 
 __all__ = [
@@ -10,5 +11,6 @@ __all__ = [
     "TokenEmbedding",
     "TransformerEncoder",
     "count_classes",
+    "grad_reverse",
     "log_cp10k",
 ]

@@ -40,6 +40,10 @@ class SCFormerTrainingPlan(TrainingPlan):
         Fraction of all optimizer steps spent warming up.
     min_lr_ratio
         Final learning rate as a fraction of ``lr``.
+    dar_warmup_ratio
+        Fraction of all optimizer steps over which the gradient reversal of adversarial batch
+        removal ramps linearly from 0 to full strength (the discriminator first learns to
+        predict batches, then the encoder is pushed to hide them).
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan` (unknown keys reach ``module.loss``).
     """
@@ -53,12 +57,30 @@ class SCFormerTrainingPlan(TrainingPlan):
         betas: tuple[float, float] = (0.9, 0.98),
         warmup_ratio: float = 0.05,
         min_lr_ratio: float = 0.01,
+        dar_warmup_ratio: float = 0.1,
         **kwargs,
     ) -> None:
         super().__init__(module, optimizer="AdamW", lr=lr, weight_decay=weight_decay, **kwargs)
         self.betas = tuple(betas)
         self.warmup_ratio = warmup_ratio
         self.min_lr_ratio = min_lr_ratio
+        self.dar_warmup_ratio = dar_warmup_ratio
+
+    @property
+    def dar_scale(self) -> float:
+        """Current gradient-reversal strength: a linear ramp over the warm-up, then 1."""
+        warmup = self.dar_warmup_ratio * max(1, int(self.trainer.estimated_stepping_batches))
+        return 1.0 if warmup < 1 else min(1.0, self.global_step / warmup)
+
+    def training_step(self, batch, batch_idx):
+        """Training step with the current gradient-reversal strength."""
+        self.loss_kwargs["dar_scale"] = self.dar_scale
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        """Validation step at full gradient-reversal strength (it only scales gradients)."""
+        self.loss_kwargs["dar_scale"] = 1.0
+        return super().validation_step(batch, batch_idx)
 
     def configure_optimizers(self):
         """AdamW over trainable parameters with a per-step warm-up + cosine schedule."""
