@@ -1,0 +1,494 @@
+"""Batch integration benchmark: scFormer against scVI, Harmony and PCA, scored by scib-metrics.
+
+Every method sees the same cells and the same highly variable genes (seurat_v3 on raw counts);
+scFormer and scVI read the raw counts, PCA and Harmony the log-normalised values. scFormer is
+trained **without** cell-type labels (``labels_key=None``), like the baselines: registering
+labels would switch on its supervised classification objective.
+
+Datasets (``--datasets``):
+
+- ``baron``: Baron human pancreas (2142 cells), batch = ``donor`` (4), labels =
+  ``cell_ontology_class`` (13);
+- ``pbmc``: the 10x PBMC 10k and 5k CITE-seq 200-cell subsets as two batches, on the genes they
+  share (intersection). Coarse labels are gated from the antibody counts alone (independent of
+  RNA, see :func:`gate_pbmc`); cells that no gate assigns are trained on but not scored;
+- ``kang``: Kang 2018 PBMC, batch = ``condition`` (ctrl / IFN-beta stim). There are no cell
+  labels, so only the batch-correction metrics are reported. Note that the stimulation is
+  also biology, so the best batch score here is not necessarily the most useful embedding.
+
+Methods: scFormer (:data:`SCFORMER`, fixed across datasets and seeds), scVI
+(:data:`SCVI`), Harmony (``harmonypy`` on the 50-component PCA) and the PCA itself (also the
+"unintegrated" reference of scib's PCR comparison). Each seed re-trains scFormer and scVI and
+re-runs Harmony; scores are reported as mean ± sample sd over seeds.
+
+Run::
+
+    .venv/bin/python benchmarks/integration.py                # all datasets, seeds 0 1 2
+    .venv/bin/python benchmarks/integration.py --quick        # smoke run, about 3 minutes
+    .venv/bin/python benchmarks/integration.py --tune NAME..  # tuning runs (Baron, TUNE_SEEDS)
+
+Writes ``results/integration.{json,csv}``, ``results/integration_scib_<dataset>.png`` (the scib
+table of the first seed) and ``results/integration_umap_<dataset>.png``; ``--tune`` appends to
+``results/integration_tuning.json``, which the main run copies into its JSON as
+``tuning_log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import scvi
+from _common import RESULTS, SHARED_DATA, write_results
+
+from scformer_scvi import SCFormer
+from scformer_scvi.metrics import integration
+
+SEEDS = (0, 1, 2)
+TUNE_SEEDS = (100, 101)  # tuning never sees the reported seeds
+N_TOP_GENES = 2000
+N_PCS = 50
+UNASSIGNED = "unassigned"
+TUNING_PATH = RESULTS / "integration_tuning.json"
+
+# The scFormer configuration reported everywhere, chosen on Baron with TUNE_SEEDS (see TUNING).
+SCFORMER = {
+    "model": {
+        "d_model": 128,
+        "n_heads": 4,
+        "n_layers": 2,
+        "d_ff": 256,
+        "max_seq_len": 256,
+        "n_zero_genes": 64,
+        "batch_token": True,
+        "domain_norm": True,
+        "dar_weight": 1.0,
+    },
+    "train": {"max_epochs": 12, "batch_size": 64, "plan_kwargs": {"dar_warmup_ratio": 0.1}},
+}
+# scVI as in its tutorials: 2 layers, 30 latent dimensions; 400 epochs is what scVI's own
+# heuristic (min(400, 20000 / n_cells * 400)) gives for all three datasets here.
+SCVI = {"model": {"n_latent": 30, "n_layers": 2}, "train": {"max_epochs": 400}}
+
+# Tuning runs: overrides of SCFORMER's "model" / "train" entries, tried in this order.
+TUNING: dict[str, dict] = {
+    "demo_no_batch": {"model": {"batch_token": False, "domain_norm": False, "dar_weight": 0.0}},
+    "batch_token_dn": {"model": {"dar_weight": 0.0}},
+    "dar1": {},
+}
+
+
+@dataclass
+class Dataset:
+    """Cells prepared for every method.
+
+    ``adata`` has raw counts in ``layers["counts"]``, log-normalised values in ``X`` and the
+    PCA in ``obsm["X_pca"]``; ``scored`` marks the cells that enter the scores.
+    """
+
+    name: str
+    adata: ad.AnnData
+    batch_key: str
+    label_key: str | None
+    scored: np.ndarray
+    note: str
+
+
+def gate_pbmc(protein: np.ndarray, names: list[str]) -> np.ndarray:
+    """Coarse PBMC labels from CITE-seq antibody counts alone.
+
+    Counts of the 14 antibodies both 10x panels share are CLR-normalised per cell
+    (``log1p(x) - mean(log1p(x))``); restricting to the shared panel makes the two batches'
+    values comparable. Thresholds sit in the gap between the negative and positive modes,
+    which is at about the same place in both batches (CLR 0.8-2.4 for CD3, CD19 and CD14):
+
+    - exactly one of CD3, CD19, CD14 above 1.5: T cell, B cell or monocyte;
+    - none of them, CD56 above 1.0: NK cell; else CD16 above 1.5: monocyte (CD16+);
+    - anything else (e.g. CD3+CD14+ doublets): ``"unassigned"``.
+
+    Parameters
+    ----------
+    protein
+        Antibody counts, cells x antibodies.
+    names
+        Antibody names (``uns["protein_names"]``, e.g. ``"CD3_TotalSeqB"``).
+    """
+    shared = [
+        "CD3", "CD4", "CD8a", "CD14", "CD15", "CD16", "CD56",
+        "CD19", "CD25", "CD45RA", "CD45RO", "PD-1", "TIGIT", "CD127",
+    ]  # fmt: skip
+    short = [name.split("_")[0] for name in names]
+    logged = np.log1p(protein[:, [short.index(name) for name in shared]].astype(float))
+    clr = logged - logged.mean(axis=1, keepdims=True)
+    level = {name: clr[:, shared.index(name)] for name in ("CD3", "CD19", "CD14", "CD16", "CD56")}
+    lineage = {"T cell": "CD3", "B cell": "CD19", "monocyte": "CD14"}
+    positive = {label: level[marker] > 1.5 for label, marker in lineage.items()}
+    n_positive = sum(p.astype(int) for p in positive.values())
+    labels = np.full(len(protein), UNASSIGNED, dtype=object)
+    for label, is_positive in positive.items():
+        labels[(n_positive == 1) & is_positive] = label
+    nk = (n_positive == 0) & (level["CD56"] > 1.0)
+    labels[nk] = "NK cell"
+    labels[(n_positive == 0) & ~nk & (level["CD16"] > 1.5)] = "monocyte"
+    return labels
+
+
+def load_baron() -> tuple[ad.AnnData, str, str | None, str]:
+    adata = ad.read_h5ad(SHARED_DATA / "baron2016_human_pancreas_came.h5ad")
+    return adata, "donor", "cell_ontology_class", "Baron et al. 2016 human pancreas (inDrop)"
+
+
+def load_pbmc() -> tuple[ad.AnnData, str, str | None, str]:
+    parts = {}
+    for name in ("pbmc_10k", "pbmc_5k"):
+        part = ad.read_h5ad(SHARED_DATA / f"{name}_protein_v3_200cells.h5ad")
+        part.obs = pd.DataFrame(
+            {"batch": name, "protein_gate": gate_pbmc(part.obsm["protein_expression"],
+                                                      list(part.uns["protein_names"]))},
+            index=part.obs_names,
+        )  # fmt: skip
+        del part.obsm["protein_expression"]  # panels differ; the gate above is all we need
+        parts[name] = part
+    adata = ad.concat(parts, join="inner", index_unique="-")  # genes both files measure
+    note = "10x PBMC 10k + 5k CITE-seq subsets, intersected genes; labels gated on antibodies"
+    return adata, "batch", "protein_gate", note
+
+
+def load_kang() -> tuple[ad.AnnData, str, str | None, str]:
+    adata = ad.read_h5ad(SHARED_DATA / "kang2018_pbmc_ctrl_stim_harmony.h5ad")
+    return adata, "condition", None, "Kang et al. 2018 PBMC ctrl / IFN-beta stim; no labels"
+
+
+LOADERS: dict[str, Callable[[], tuple[ad.AnnData, str, str | None, str]]] = {
+    "baron": load_baron,
+    "pbmc": load_pbmc,
+    "kang": load_kang,
+}
+
+
+def prepare(name: str, n_top_genes: int = N_TOP_GENES, n_cells: int | None = None) -> Dataset:
+    """Load a dataset, select highly variable genes, log-normalise and run PCA.
+
+    Parameters
+    ----------
+    name
+        A key of :data:`LOADERS`.
+    n_top_genes
+        Highly variable genes (seurat_v3 on the raw counts).
+    n_cells
+        If given, a random subset of this many cells (for ``--quick``).
+    """
+    adata, batch_key, label_key, note = LOADERS[name]()
+    if n_cells is not None and n_cells < adata.n_obs:
+        keep = np.random.default_rng(0).choice(adata.n_obs, n_cells, replace=False)
+        adata = adata[np.sort(keep)].copy()
+    adata.X = adata.X.astype(np.float32)
+    adata.layers["counts"] = adata.X.copy()
+    sc.pp.highly_variable_genes(
+        adata, n_top_genes=n_top_genes, flavor="seurat_v3", layer="counts", subset=True
+    )
+    sc.pp.filter_cells(adata, min_counts=1)  # cells with no count on the selected genes
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    sc.pp.pca(adata, n_comps=min(N_PCS, adata.n_obs - 1), random_state=0)
+    for key in (batch_key, label_key):
+        if key is not None:
+            adata.obs[key] = adata.obs[key].astype("category")
+    scored = (
+        np.ones(adata.n_obs, dtype=bool)
+        if label_key is None
+        else (adata.obs[label_key] != UNASSIGNED).to_numpy()
+    )
+    return Dataset(name, adata, batch_key, label_key, scored, note)
+
+
+# --------------------------------------------------------------------------------- methods
+def embed_pca(data: Dataset, seed: int, quick: bool) -> np.ndarray:
+    return data.adata.obsm["X_pca"]
+
+
+def embed_harmony(data: Dataset, seed: int, quick: bool) -> np.ndarray:
+    import harmonypy
+
+    pca = data.adata.obsm["X_pca"]
+    harmony = harmonypy.run_harmony(
+        pca, data.adata.obs, data.batch_key, random_state=seed, verbose=False
+    )
+    corrected = np.asarray(harmony.Z_corr)
+    # harmonypy returned PCs x cells before 0.1; accept either orientation.
+    return corrected if corrected.shape == pca.shape else corrected.T
+
+
+def embed_scvi(data: Dataset, seed: int, quick: bool, config: dict = SCVI) -> np.ndarray:
+    scvi.settings.seed = seed
+    adata = data.adata.copy()
+    scvi.model.SCVI.setup_anndata(adata, layer="counts", batch_key=data.batch_key)
+    model = scvi.model.SCVI(adata, **config["model"])
+    train = {**config["train"], "max_epochs": 5} if quick else config["train"]
+    model.train(**train, enable_progress_bar=False)
+    return model.get_latent_representation()
+
+
+def embed_scformer(data: Dataset, seed: int, quick: bool, config: dict = SCFORMER) -> np.ndarray:
+    scvi.settings.seed = seed
+    adata = data.adata.copy()
+    # No labels_key: with labels, scFormer would also train a supervised cell-type head.
+    SCFormer.setup_anndata(adata, layer="counts", batch_key=data.batch_key)
+    model_kwargs, train = dict(config["model"]), copy.deepcopy(config["train"])
+    if quick:
+        model_kwargs.update(d_model=32, n_heads=2, n_layers=1, d_ff=64, max_seq_len=64)
+        train["max_epochs"] = 2
+    model = SCFormer(adata, **model_kwargs)
+    model.train(**train, enable_progress_bar=False)
+    return model.get_latent_representation()
+
+
+METHODS: dict[str, Callable[[Dataset, int, bool], np.ndarray]] = {
+    "scFormer": embed_scformer,
+    "scVI": embed_scvi,
+    "Harmony": embed_harmony,
+    "PCA": embed_pca,
+}
+
+
+# --------------------------------------------------------------------------------- scoring
+def score(
+    data: Dataset, embeddings: dict[str, np.ndarray], table_png: Path | None = None
+) -> pd.DataFrame:
+    """scib-metrics scores of each embedding (rows) on the dataset's scored cells.
+
+    With labels this is :func:`scformer_scvi.metrics.integration`; without, scib-metrics'
+    batch-correction metrics only, all cells treated as one label (so that BRAS, kBET and
+    graph connectivity are computed over all cells).
+    """
+    subset = data.adata[data.scored]
+    arrays = {name: np.asarray(value)[data.scored] for name, value in embeddings.items()}
+    if data.label_key is not None:
+        return integration(subset, arrays, data.batch_key, data.label_key, table_png=table_png)
+    from scib_metrics.benchmark import Benchmarker
+
+    scored = ad.AnnData(obs=subset.obs[[data.batch_key]].copy())
+    scored.obs["all_cells"] = "all"
+    scored.obsm["X_pca"] = np.asarray(subset.obsm["X_pca"])
+    for name, value in arrays.items():
+        scored.obsm[name] = value.astype(np.float32)
+    benchmarker = Benchmarker(
+        scored,
+        batch_key=data.batch_key,
+        label_key="all_cells",
+        embedding_obsm_keys=list(arrays),
+        bio_conservation_metrics=None,
+        pre_integrated_embedding_obsm_key="X_pca",
+        progress_bar=False,
+    )
+    benchmarker.benchmark()
+    results = benchmarker.get_results(min_max_scale=False).drop(index="Metric Type")
+    if table_png is not None:
+        table = benchmarker.plot_results_table(min_max_scale=False, show=False)
+        table.ax.figure.savefig(table_png, dpi=150, bbox_inches="tight")
+        plt.close(table.ax.figure)
+    return results.astype(float)
+
+
+def summarise(per_seed: list[pd.DataFrame]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{method: {metric: {"mean", "sd"}}}`` over seeds (sd: sample sd, ddof=1)."""
+    stacked = pd.concat(per_seed, keys=range(len(per_seed)))
+    order = list(per_seed[0].index)
+    mean = stacked.groupby(level=1).mean().loc[order]
+    sd = stacked.groupby(level=1).std(ddof=1).loc[order] if len(per_seed) > 1 else mean * np.nan
+    return {
+        method: {
+            metric: {"mean": float(mean.loc[method, metric]), "sd": float(sd.loc[method, metric])}
+            for metric in mean.columns
+        }
+        for method in mean.index
+    }
+
+
+def plot_umaps(data: Dataset, embeddings: dict[str, np.ndarray], path: Path, seed: int) -> None:
+    """One row per method: UMAP coloured by batch (and by label, where there are labels)."""
+    colors = [data.batch_key] + ([data.label_key] if data.label_key else [])
+    fig, axes = plt.subplots(
+        len(embeddings), len(colors), figsize=(4.2 * len(colors) + 2, 3.6 * len(embeddings)),
+        squeeze=False,
+    )  # fmt: skip
+    view = data.adata.copy()
+    for row, (name, value) in zip(axes, embeddings.items(), strict=True):
+        view.obsm["X_method"] = np.asarray(value)
+        sc.pp.neighbors(view, use_rep="X_method", random_state=seed)
+        sc.tl.umap(view, random_state=seed)
+        for ax, color in zip(row, colors, strict=True):
+            sc.pl.umap(view, color=color, ax=ax, show=False, frameon=False, size=8, title="")
+            ax.set_title(f"{name}: {color}", fontsize=10)
+            if ax is not row[-1]:
+                ax.get_legend() and ax.get_legend().remove()
+    fig.suptitle(f"{data.name}: {data.note}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------- runs
+def run_dataset(data: Dataset, seeds: tuple[int, ...], quick: bool, figures: bool = True) -> dict:
+    """Embed with every method for every seed, score, and summarise."""
+    per_seed, timings = [], {name: [] for name in METHODS}
+    umap_embeddings = None
+    for seed in seeds:
+        embeddings = {}
+        for name, method in METHODS.items():
+            started = time.perf_counter()
+            embeddings[name] = method(data, seed, quick)
+            timings[name].append(round(time.perf_counter() - started, 1))
+            print(f"[{data.name} seed {seed}] {name}: {timings[name][-1]} s", flush=True)
+        first = figures and seed == seeds[0]
+        png = RESULTS / f"integration_scib_{data.name}.png" if first else None
+        started = time.perf_counter()
+        scores = score(data, embeddings, png)
+        print(f"[{data.name} seed {seed}] scib: {time.perf_counter() - started:.0f} s")
+        print(scores.round(3).to_string(), flush=True)
+        per_seed.append(scores)
+        if first:
+            umap_embeddings = embeddings
+    if umap_embeddings is not None:
+        plot_umaps(data, umap_embeddings, RESULTS / f"integration_umap_{data.name}.png", seeds[0])
+    return {
+        "note": data.note,
+        "n_cells": int(data.adata.n_obs),
+        "n_cells_scored": int(data.scored.sum()),
+        "n_genes": int(data.adata.n_vars),
+        "batch_key": data.batch_key,
+        "label_key": data.label_key,
+        "batches": data.adata.obs[data.batch_key].value_counts().to_dict(),
+        "labels": (
+            data.adata.obs[data.label_key].value_counts().to_dict() if data.label_key else None
+        ),
+        "seeds": list(seeds),
+        "summary": summarise(per_seed),
+        "per_seed": [
+            {"seed": seed, "scores": frame.to_dict(orient="index")}
+            for seed, frame in zip(seeds, per_seed, strict=True)
+        ],
+        "seconds": timings,
+    }
+
+
+def table_rows(results: dict) -> list[dict]:
+    """Long-format rows (dataset, method, metric, mean, sd, n_seeds) for the CSV."""
+    rows = []
+    for dataset, result in results.items():
+        for method, metrics in result["summary"].items():
+            for metric, value in metrics.items():
+                rows.append(
+                    {"dataset": dataset, "method": method, "metric": metric, **value,
+                     "n_seeds": len(result["seeds"])}
+                )  # fmt: skip
+    return rows
+
+
+def print_summary(results: dict) -> None:
+    for dataset, result in results.items():
+        print(f"\n{dataset} ({result['n_cells_scored']} cells scored, seeds {result['seeds']})")
+        for method, metrics in result["summary"].items():
+            parts = [
+                f"{key} {metrics[key]['mean']:.3f} ± {metrics[key]['sd']:.3f}"
+                for key in ("Total", "Bio conservation", "Batch correction")
+                if key in metrics
+            ]
+            print(f"  {method:<9} " + "; ".join(parts))
+
+
+def tune(names: list[str], seeds: tuple[int, ...]) -> None:
+    """Score scFormer variants (:data:`TUNING`) and the baselines on Baron; append the log."""
+    log = json.loads(TUNING_PATH.read_text()) if TUNING_PATH.exists() else {}
+    log.setdefault("dataset", "baron")
+    log.setdefault("seeds", list(seeds))
+    runs = log.setdefault("runs", {})
+    data = prepare("baron")
+    for name in names:
+        if name in ("scVI", "Harmony", "PCA"):
+            config, method = None, METHODS[name]
+        else:
+            override = TUNING[name]
+            config = copy.deepcopy(SCFORMER)
+            for part in ("model", "train"):
+                config[part].update(override.get(part, {}))
+
+            def method(data, seed, quick, config=config):
+                return embed_scformer(data, seed, quick, config)
+
+        per_seed, seconds = [], []
+        for seed in seeds:
+            started = time.perf_counter()
+            embedding = method(data, seed, False)
+            seconds.append(round(time.perf_counter() - started, 1))
+            per_seed.append(score(data, {name: embedding}))
+        summary = summarise(per_seed)[name]
+        runs[name] = {
+            "config": config,
+            "seconds": seconds,
+            "per_seed": [frame.loc[name].to_dict() for frame in per_seed],
+            **{f"{key} mean": summary[key]["mean"] for key in
+               ("Total", "Bio conservation", "Batch correction")},
+        }  # fmt: skip
+        print(
+            f"{name}: Total {summary['Total']['mean']:.3f} ± {summary['Total']['sd']:.3f}, bio "
+            f"{summary['Bio conservation']['mean']:.3f}, batch "
+            f"{summary['Batch correction']['mean']:.3f} ({seconds} s)",
+            flush=True,
+        )
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        TUNING_PATH.write_text(json.dumps(log, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", choices=list(LOADERS), default=list(LOADERS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 400 cells, tiny models, one seed"
+    )
+    parser.add_argument("--tune", nargs="+", metavar="NAME", help="tuning runs (TUNING keys)")
+    args = parser.parse_args(argv)
+    if args.tune:
+        tune(args.tune, tuple(args.seeds) if args.seeds != list(SEEDS) else TUNE_SEEDS)
+        return
+
+    started = time.perf_counter()
+    seeds = (args.seeds[0],) if args.quick else tuple(args.seeds)
+    results = {}
+    for name in args.datasets:
+        data = prepare(name, n_top_genes=500, n_cells=400) if args.quick else prepare(name)
+        results[name] = run_dataset(data, seeds, args.quick, figures=not args.quick)
+    wall = round(time.perf_counter() - started, 1)
+    print_summary(results)
+    print(f"\ntotal wall time {wall} s")
+    if args.quick:
+        return
+    suffix = "" if args.datasets == list(LOADERS) else "_" + "_".join(args.datasets)
+    pd.DataFrame(table_rows(results)).to_csv(RESULTS / f"integration{suffix}.csv", index=False)
+    write_results(
+        f"integration{suffix}",
+        {
+            "scformer": SCFORMER,
+            "scvi": SCVI,
+            "harmony": {"input": f"{N_PCS}-component PCA of log1p(cp10k)", "theta": 2},
+            "n_top_genes": N_TOP_GENES,
+            "wall_time_s": wall,
+            "results": results,
+            "tuning_log": json.loads(TUNING_PATH.read_text()) if TUNING_PATH.exists() else None,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
