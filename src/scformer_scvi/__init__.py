@@ -2,7 +2,7 @@
 
 from importlib.metadata import version
 
-from . import data, datasets, metrics, plotting
+from . import data, datasets, metrics, plotting, tools
 from .data import GeneVocab
 from .model import SCFormer
 
@@ -11,4 +11,13 @@ __version__ = version("scformer-scvi")
 #: Conventional ``adata.obsm`` key for scFormer cell embeddings.
 LATENT_KEY = "X_scFormer"
 
-__all__ = ["LATENT_KEY", "GeneVocab", "SCFormer", "data", "datasets", "metrics", "plotting"]
+__all__ = [
+    "LATENT_KEY",
+    "GeneVocab",
+    "SCFormer",
+    "data",
+    "datasets",
+    "metrics",
+    "plotting",
+    "tools",
+]

@@ -130,3 +130,26 @@ def test_masking_never_touches_cls_or_padding(counts):
     assert not mask_tokens(tokens.padding_mask, 0.0, np.random.default_rng(0)).any()
     with pytest.raises(ValueError, match="mask_ratio"):
         mask_tokens(tokens.padding_mask, 1.5, np.random.default_rng(0))
+
+
+def test_forced_genes_are_always_kept_and_flagged(counts):
+    X, genes = counts
+    vocab = GeneVocab([*genes, "OFF_PANEL_GENE"])
+    tokenizer = Tokenizer(vocab.lookup(genes), vocab.pad_id, vocab.cls_id, max_seq_len=8)
+    dense = X.toarray()
+    cell = int(np.argmax((dense > 0).sum(axis=1)))  # a long cell: truncation happens
+    lowest = genes[int(np.argmin(np.where(dense[cell] > 0, dense[cell], np.inf)))]
+    unexpressed = genes[int(np.flatnonzero(dense[cell] == 0)[0])]
+    forced = [vocab[lowest], vocab[unexpressed], vocab["OFF_PANEL_GENE"]]
+    for rng in (None, np.random.default_rng(0)):
+        tokens = tokenizer(X[[cell, cell]], rng, forced_ids=np.array([forced, [forced[0], 0, 0]]))
+        assert tokens.gene_ids.shape[1] <= 8
+        row = tokens.gene_ids[0]
+        assert set(forced) <= set(row.tolist())
+        assert set(row[tokens.forced[0]].tolist()) == set(forced)
+        values = dict(zip(row.tolist(), tokens.values[0].tolist(), strict=True))
+        assert values[vocab[lowest]] > 0
+        assert values[vocab[unexpressed]] == 0
+        assert values[vocab["OFF_PANEL_GENE"]] == 0
+        assert row[tokens.forced[1]].tolist() == [forced[0]]  # the second cell: one gene
+        assert len(set(row[~tokens.padding_mask[0]].tolist())) == tokens.lengths[0]  # no repeats

@@ -72,6 +72,10 @@ def bank_registry(
             "labels_key": labels_key,
             "gene_key": None,
             "allow_non_integer": False,
+            "perturbation_key": None,
+            "control_label": "control",
+            "perturbation_sep": "+",
+            "condition_key": None,
         },
         "_scvi_uuid": str(uuid.uuid4()),
         "field_registries": {
@@ -86,6 +90,10 @@ def bank_registry(
             },
             REGISTRY_KEYS.BATCH_KEY: categorical("_scvi_batch", batch_key, batches, "n_batch"),
             REGISTRY_KEYS.LABELS_KEY: categorical("_scvi_labels", labels_key, labels, "n_labels"),
+            "perturbation": categorical(
+                "_scvi_perturbation", None, np.array([0]), "n_perturbation"
+            ),
+            "condition": categorical("_scvi_condition", None, np.array([0]), "n_condition"),
         },
     }
 

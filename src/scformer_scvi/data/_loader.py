@@ -79,16 +79,10 @@ class TokenizeCollate:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         tokens = self.tokenizer(counts, rng if self.stochastic else None, self.absent_ratio)
         out = {key: torch.as_tensor(np.asarray(value)) for key, value in batch.items()}
-        out["gene_ids"] = torch.from_numpy(tokens.gene_ids)
-        out["bins"] = torch.from_numpy(tokens.bins)
-        out["values"] = torch.from_numpy(tokens.values)
-        out["padding_mask"] = torch.from_numpy(tokens.padding_mask)
-        out["library_size"] = torch.from_numpy(tokens.library_size)
+        out.update(tokens.to_tensors())
         if self.mask_ratio > 0:
             mask = mask_tokens(tokens.padding_mask, self.mask_ratio, rng)
             out["mlm_mask"] = torch.from_numpy(mask)
-        if tokens.absent_ids is not None:
-            out["mvc_zero_ids"] = torch.from_numpy(tokens.absent_ids)
         return out
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from ._binning import bins_from_order, descending_order
 
@@ -45,6 +46,9 @@ class TokenizedCells:
         ``(n_cells, k)`` ids of extra genes the cell does not express (not among its tokens),
         padded with ``<pad>``; queries for predicting expression from the cell embedding. Only
         when requested (``absent_ratio > 0``).
+    forced
+        ``(n_cells, seq_len)`` boolean, ``True`` at the tokens of the genes the caller required
+        (``forced_ids``, e.g. perturbed genes); only when requested.
     """
 
     gene_ids: np.ndarray
@@ -53,6 +57,20 @@ class TokenizedCells:
     padding_mask: np.ndarray
     library_size: np.ndarray
     absent_ids: np.ndarray | None = None
+    forced: np.ndarray | None = None
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """The arrays as the tensors the module reads (keys as the module's inputs)."""
+        tensors = {
+            "gene_ids": self.gene_ids,
+            "bins": self.bins,
+            "values": self.values,
+            "padding_mask": self.padding_mask,
+            "library_size": self.library_size,
+            "mvc_zero_ids": self.absent_ids,
+            "perturbation_flags": self.forced,
+        }
+        return {key: torch.from_numpy(value) for key, value in tensors.items() if value is not None}
 
     @property
     def lengths(self) -> np.ndarray:
@@ -141,6 +159,7 @@ class Tokenizer:
         X: sp.spmatrix | np.ndarray,
         rng: np.random.Generator | None = None,
         absent_ratio: float = 0.0,
+        forced_ids: np.ndarray | None = None,
     ) -> TokenizedCells:
         """Tokenize the rows of ``X`` (cells × panel genes, raw counts).
 
@@ -154,6 +173,11 @@ class Tokenizer:
         absent_ratio
             Also pick ``round(absent_ratio * n_tokens)`` non-expressed genes per cell, beyond
             its zero-gene tokens (:attr:`TokenizedCells.absent_ids`).
+        forced_ids
+            ``(n_cells, k)`` vocabulary ids that must be among each cell's tokens (``<pad>`` or
+            ``-1`` for none), e.g. the perturbed genes: they are kept first when a cell is
+            truncated, and a gene the cell does not express, or that is not in the panel at
+            all, enters with value 0. Their positions are returned as ``forced``.
         """
         X = sp.csr_matrix(X, dtype=np.float32)[:, self.known_columns]
         X.eliminate_zeros()
@@ -162,32 +186,41 @@ class Tokenizer:
         budget = self.max_seq_len - 1
         nnz = np.diff(X.indptr)
         rows = np.repeat(np.arange(n_cells), nnz)
+        entry_ids = self.known_ids[X.indices]
         by_value = descending_order(rows, X.data)  # ties in vocabulary-id (= column) order
         bins_all = bins_from_order(rows, X.data, by_value, self.n_bins)
+        forced = _Forced(rows, entry_ids, forced_ids, n_cells)
 
-        # --- choose which expressed genes to keep (rank within cell < budget)
+        # --- choose which expressed genes to keep (rank within cell < budget): forced first
+        expr_budget = budget - forced.n_missing
         if rng is None:
-            order = by_value  # the highest-expressed genes
+            order = by_value if forced.none else np.lexsort((-X.data, ~forced.expressed, rows))
         else:
-            # a random order within each cell: one float sort key, row + uniform [0, 1)
-            order = np.argsort(rows + rng.random(X.data.size))
+            # a random order within each cell: one float sort key, row + [0, 1)
+            key = rows + 0.5 * rng.random(X.data.size) + 0.5 * ~forced.expressed
+            order = np.argsort(key)
         rank = np.arange(order.size) - X.indptr[rows[order]]
-        keep = order[rank < budget]
-        keep_pos = 1 + rank[rank < budget]
-        n_expr = np.minimum(nnz, budget)
+        kept = rank < expr_budget[rows[order]]
+        keep = order[kept]
+        keep_pos = 1 + rank[kept]
+        n_expr = np.minimum(nnz, expr_budget)
+        missing_pos = 1 + n_expr[forced.missing_rows] + forced.missing_rank
+        n_forced_tokens = n_expr + forced.n_missing
 
         # --- choose zero genes (not expressed in the cell) for the remaining positions
         n_unexpressed = self.n_known_genes - nnz
-        n_zero = np.minimum(self.n_zero_genes, np.minimum(budget - n_expr, n_unexpressed))
+        room = budget - n_forced_tokens
+        n_zero = np.minimum(self.n_zero_genes, np.minimum(room, n_unexpressed))
         n_absent = np.minimum(
             np.rint(absent_ratio * (n_expr + n_zero)).astype(np.int64), n_unexpressed - n_zero
         )
-        picked_rows, picked_cols, rank = self._unexpressed(X, n_zero + n_absent, rng)
+        excluded = (forced.missing_rows, self._column_of(forced.missing_ids))
+        picked_rows, picked_cols, rank = self._unexpressed(X, n_zero + n_absent, rng, excluded)
         as_token = rank < n_zero[picked_rows]
         zero_rows, zero_cols = picked_rows[as_token], picked_cols[as_token]
-        zero_pos = 1 + n_expr[zero_rows] + rank[as_token]
+        zero_pos = 1 + n_forced_tokens[zero_rows] + rank[as_token]
 
-        seq_len = 1 + int((n_expr + n_zero).max(initial=0))
+        seq_len = 1 + int((n_forced_tokens + n_zero).max(initial=0))
         gene_ids = np.full((n_cells, seq_len), self.pad_id, dtype=np.int64)
         values = np.zeros((n_cells, seq_len), dtype=np.float32)
         bins = np.zeros((n_cells, seq_len), dtype=np.int64)
@@ -197,7 +230,14 @@ class Tokenizer:
         values[kept_rows, keep_pos] = X.data[keep]
         bins[kept_rows, keep_pos] = bins_all[keep]
         gene_ids[zero_rows, zero_pos] = self.known_ids[zero_cols]
-        padding_mask = np.arange(seq_len)[None, :] > (n_expr + n_zero)[:, None]
+        gene_ids[forced.missing_rows, missing_pos] = forced.missing_ids
+        padding_mask = np.arange(seq_len)[None, :] > (n_forced_tokens + n_zero)[:, None]
+        forced_mask = None
+        if not forced.none:
+            forced_mask = np.zeros((n_cells, seq_len), dtype=bool)
+            expressed_kept = forced.expressed[keep]
+            forced_mask[kept_rows[expressed_kept], keep_pos[expressed_kept]] = True
+            forced_mask[forced.missing_rows, missing_pos] = True
         library_size = np.asarray(X.sum(axis=1), dtype=np.float32).ravel()
         absent_ids = None
         if absent_ratio > 0:
@@ -206,12 +246,24 @@ class Tokenizer:
             absent_ids[rows_a, rank[~as_token] - n_zero[rows_a]] = self.known_ids[
                 picked_cols[~as_token]
             ]
-        return TokenizedCells(gene_ids, values, bins, padding_mask, library_size, absent_ids)
+        return TokenizedCells(
+            gene_ids, values, bins, padding_mask, library_size, absent_ids, forced_mask
+        )
+
+    def _column_of(self, token_ids: np.ndarray) -> np.ndarray:
+        """Column (among the known columns) of each token id; -1 if not in the panel."""
+        position = np.searchsorted(self.known_ids, token_ids)  # known_ids are sorted
+        position = np.minimum(position, self.known_ids.size - 1)
+        return np.where(self.known_ids[position] == token_ids, position, -1)
 
     def _unexpressed(
-        self, X: sp.csr_matrix, n_pick: np.ndarray, rng: np.random.Generator | None
+        self,
+        X: sp.csr_matrix,
+        n_pick: np.ndarray,
+        rng: np.random.Generator | None,
+        excluded: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Pick ``n_pick[i]`` genes that cell ``i`` does not express.
+        """Pick ``n_pick[i]`` genes that cell ``i`` does not express (nor ``excluded``).
 
         Returns rows, columns and the rank of each pick within its cell (0, 1, ...).
         """
@@ -225,6 +277,10 @@ class Tokenizer:
         else:
             keys = rng.random((n_cells, self.n_known_genes))
         keys[X.nonzero()] = np.inf  # expressed genes are not candidates
+        if excluded is not None:
+            in_panel = excluded[1] >= 0
+            keys[excluded[0][in_panel], excluded[1][in_panel]] = np.inf
+        n_pick = np.minimum(n_pick, np.isfinite(keys).sum(axis=1))
         candidates = np.argpartition(keys, kth=k - 1, axis=1)[:, :k]
         candidate_keys = np.take_along_axis(keys, candidates, axis=1)
         candidates = np.take_along_axis(candidates, np.argsort(candidate_keys, axis=1), axis=1)
@@ -232,6 +288,38 @@ class Tokenizer:
         chosen = rank < n_pick[:, None]
         rows = np.broadcast_to(np.arange(n_cells)[:, None], (n_cells, k))[chosen]
         return rows, candidates[chosen], rank[chosen]
+
+
+class _Forced:
+    """Where the required genes (``forced_ids``) of each cell are, among its expressed entries."""
+
+    def __init__(
+        self,
+        rows: np.ndarray,
+        entry_ids: np.ndarray,
+        forced_ids: np.ndarray | None,
+        n_cells: int,
+    ) -> None:
+        empty = np.zeros(0, dtype=np.int64)
+        self.none = forced_ids is None
+        self.expressed = np.zeros(rows.size, dtype=bool)
+        self.n_missing = np.zeros(n_cells, dtype=np.int64)
+        self.missing_rows, self.missing_ids, self.missing_rank = empty, empty, empty
+        if self.none:
+            return
+        forced_ids = np.asarray(forced_ids, dtype=np.int64).reshape(n_cells, -1)
+        # cell-specific keys: row * V + id, so membership tests are one np.isin each
+        width = int(max(entry_ids.max(initial=0), forced_ids.max(initial=0))) + 1
+        valid = forced_ids > 0  # <pad> and -1 are "no gene"; special tokens are never forced
+        forced_rows = np.broadcast_to(np.arange(n_cells)[:, None], forced_ids.shape)[valid]
+        forced_keys = forced_rows * width + forced_ids[valid]
+        entry_keys = rows * width + entry_ids
+        self.expressed = np.isin(entry_keys, forced_keys)
+        missing = ~np.isin(forced_keys, entry_keys)
+        self.missing_rows, self.missing_ids = forced_rows[missing], forced_ids[valid][missing]
+        self.n_missing = np.bincount(self.missing_rows, minlength=n_cells)
+        starts = np.concatenate([[0], np.cumsum(self.n_missing)[:-1]])
+        self.missing_rank = np.arange(self.missing_rows.size) - starts[self.missing_rows]
 
 
 def mask_tokens(

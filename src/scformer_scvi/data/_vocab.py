@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ SPECIAL_TOKENS: tuple[str, ...] = (PAD_TOKEN, CLS_TOKEN, MASK_TOKEN)
 
 _FORMAT = "scformer-gene-vocab"
 _FORMAT_VERSION = 1
+_ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{11}(\.\d+)?$")
 
 
 class GeneVocab:
@@ -33,16 +35,29 @@ class GeneVocab:
         Gene names (symbols or Ensembl ids), unique and non-empty.
     special_tokens
         Tokens placed before the genes. Must contain ``<pad>``, ``<cls>`` and ``<mask>``.
+    case_sensitive
+        How :meth:`lookup` matches names. ``True`` (default): exactly. ``False``: a name with
+        no exact match matches the token that equals it ignoring case, if exactly one does.
+        Human gene symbols are upper case (``GCG``) and mouse symbols capitalised (``Gcg``),
+        so ``False`` lets a mouse gene reuse the token of its same-named human gene; for
+        orthologs with different names, extend the vocabulary from an ortholog table instead
+        (:meth:`scformer_scvi.SCFormer.expand_vocab`). The setting is saved with the
+        vocabulary and does not change its md5 (which covers the tokens only).
 
     Examples
     --------
     >>> vocab = GeneVocab(["CD3E", "MS4A1"])
     >>> vocab["MS4A1"], vocab.pad_id, len(vocab)
     (4, 0, 5)
+    >>> GeneVocab(["GCG", "INS"], case_sensitive=False).coverage(["Gcg", "Ins1"])["n_known"]
+    1
     """
 
     def __init__(
-        self, genes: Iterable[str], special_tokens: Sequence[str] = SPECIAL_TOKENS
+        self,
+        genes: Iterable[str],
+        special_tokens: Sequence[str] = SPECIAL_TOKENS,
+        case_sensitive: bool = True,
     ) -> None:
         genes = [str(g) for g in genes]
         special_tokens = [str(t) for t in special_tokens]
@@ -54,6 +69,8 @@ class GeneVocab:
         self._tokens = tokens
         self._n_special = len(special_tokens)
         self._index = pd.Index(tokens)
+        self.case_sensitive = bool(case_sensitive)
+        self._folded: pd.Series | None = None  # upper-cased gene -> id, built on first use
 
     # construction -----------------------------------------------------------------------------
     @classmethod
@@ -66,7 +83,11 @@ class GeneVocab:
         """Inverse of :meth:`to_dict`; checks the format tag and the md5."""
         if payload.get("format") != _FORMAT:
             raise ValueError("Not a scformer gene vocabulary (missing 'format' tag).")
-        vocab = cls(payload["genes"], special_tokens=payload["special_tokens"])
+        vocab = cls(
+            payload["genes"],
+            special_tokens=payload["special_tokens"],
+            case_sensitive=payload.get("case_sensitive", True),
+        )
         if "md5" in payload and payload["md5"] != vocab.md5:
             raise ValueError(
                 f"Gene vocabulary checksum mismatch: file says {payload['md5']}, content hashes "
@@ -88,6 +109,7 @@ class GeneVocab:
             "version": _FORMAT_VERSION,
             "special_tokens": self.special_tokens,
             "genes": self.genes,
+            "case_sensitive": self.case_sensitive,
             "md5": self.md5,
         }
 
@@ -99,14 +121,84 @@ class GeneVocab:
     def extend(self, genes: Iterable[str]) -> GeneVocab:
         """Return a new vocabulary with ``genes`` not yet present appended (existing ids kept)."""
         new = [g for g in dict.fromkeys(str(g) for g in genes) if g not in self._index]
-        return GeneVocab(self.genes + new, special_tokens=self.special_tokens)
+        return GeneVocab(
+            self.genes + new, special_tokens=self.special_tokens, case_sensitive=self.case_sensitive
+        )
 
     # lookups ----------------------------------------------------------------------------------
-    def lookup(self, genes: Iterable[str]) -> np.ndarray:
-        """Token ids of ``genes``; ``-1`` for a gene not in the vocabulary."""
-        ids = self._index.get_indexer(pd.Index([str(g) for g in genes]))
+    def lookup(self, genes: Iterable[str], case_sensitive: bool | None = None) -> np.ndarray:
+        """Token ids of ``genes``; ``-1`` for a gene not in the vocabulary.
+
+        ``case_sensitive=None`` uses the vocabulary's own setting (see the class docstring).
+        """
+        names = [str(g) for g in genes]
+        ids = self._index.get_indexer(pd.Index(names))
         ids[(ids >= 0) & (ids < self._n_special)] = -1  # a gene named "<pad>" is not the pad token
+        if not (self.case_sensitive if case_sensitive is None else case_sensitive):
+            missing = np.flatnonzero(ids < 0)
+            folded = self._folded_index().reindex([names[i].upper() for i in missing])
+            ids[missing] = folded.fillna(-1).to_numpy(dtype=np.int64)
         return ids.astype(np.int64)
+
+    def _folded_index(self) -> pd.Series:
+        """Upper-cased gene name -> id, for names that only one gene folds to."""
+        if self._folded is None:
+            folded = pd.Series(
+                np.arange(self._n_special, len(self._tokens)),
+                index=[g.upper() for g in self.genes],
+            )
+            self._folded = folded[~folded.index.duplicated(keep=False)]
+        return self._folded
+
+    def coverage(self, genes: Iterable[str], case_sensitive: bool | None = None) -> dict:
+        """How many of ``genes`` (e.g. a dataset's genes) the vocabulary knows.
+
+        Returns
+        -------
+        ``n_genes``, ``n_known``, ``fraction``; ``n_case_only``, the known genes that match only
+        ignoring case (0 when matching case-sensitively); ``unknown``, up to 10 unknown names;
+        and ``naming`` of the genes and of the vocabulary (``"ensembl"`` or ``"symbol"``), so
+        a symbols-vs-Ensembl-ids mismatch is visible.
+        """
+        names = [str(g) for g in genes]
+        ids = self.lookup(names, case_sensitive)
+        exact = self.lookup(names, case_sensitive=True)
+        known = ids >= 0
+        return {
+            "n_genes": len(names),
+            "n_known": int(known.sum()),
+            "fraction": float(known.mean()) if names else 0.0,
+            "n_case_only": int((known & (exact < 0)).sum()),
+            "unknown": [g for g, ok in zip(names, known, strict=True) if not ok][:10],
+            "naming": gene_naming(names),
+            "vocab_naming": gene_naming(self.genes),
+        }
+
+    def suggest_gene_key(self, adata: AnnData) -> str | None:
+        """The ``var`` column (or ``None`` for ``var_names``) whose names the vocabulary knows best.
+
+        Pass the result as ``gene_key=`` to ``setup_anndata``, e.g. when ``var_names`` are
+        Ensembl ids and a column holds the symbols the vocabulary uses.
+
+        Raises
+        ------
+        ValueError
+            If no candidate shares a single gene with the vocabulary.
+        """
+        candidates: dict[str | None, int] = {None: self.coverage(adata.var_names)["n_known"]}
+        for column in adata.var.columns:
+            if adata.var[column].dtype == object or isinstance(
+                adata.var[column].dtype, pd.CategoricalDtype
+            ):
+                candidates[column] = self.coverage(adata.var[column].astype(str))["n_known"]
+        best = max(candidates, key=lambda key: candidates[key])
+        if candidates[best] == 0:
+            raise ValueError(
+                f"No var column nor var_names shares a gene with the vocabulary (vocabulary "
+                f"names are {gene_naming(self.genes)}s, e.g. {self.genes[:3]}). Add a var "
+                "column with matching names, e.g. symbols mapped from Ensembl ids."
+            )
+        return best
 
     def __getitem__(self, token: str) -> int:
         try:
@@ -182,6 +274,13 @@ def gene_names(adata: AnnData, gene_key: str | None = None) -> list[str]:
             f"{list(adata.var.columns)}). Pass one of those, or gene_key=None to use var_names."
         )
     return [str(g) for g in adata.var[gene_key]]
+
+
+def gene_naming(genes: Sequence[str]) -> str:
+    """How ``genes`` are named: ``"ensembl"`` (mostly Ensembl gene ids) or ``"symbol"``."""
+    sample = list(genes)[:1000]
+    n_ensembl = sum(bool(_ENSEMBL.match(str(g))) for g in sample)
+    return "ensembl" if sample and n_ensembl > len(sample) / 2 else "symbol"
 
 
 def _check_tokens(tokens: list[str]) -> None:

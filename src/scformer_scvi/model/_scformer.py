@@ -27,10 +27,25 @@ from scformer_scvi.data import (
     gene_names,
     validate_counts,
 )
+from scformer_scvi.data._perturbation import (
+    CONDITION_KEY,
+    PERTURBATION_KEY,
+    parse_perturbations,
+    validate_perturbation_column,
+)
 from scformer_scvi.module import SCFormerModule
 from scformer_scvi.train import SCFormerTrainingPlan
 
-from .base import BankMixin, EmbeddingMixin, ExpressionMixin, SafeSaveLoadMixin
+from .base import (
+    BankMixin,
+    EmbeddingMixin,
+    ExpressionMixin,
+    NetworkMixin,
+    PerturbationMixin,
+    SafeSaveLoadMixin,
+    ScGPTMixin,
+    TransferMixin,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +57,10 @@ class SCFormer(
     BankMixin,
     EmbeddingMixin,
     ExpressionMixin,
+    PerturbationMixin,
+    TransferMixin,
+    NetworkMixin,
+    ScGPTMixin,
     SafeSaveLoadMixin,
     UnsupervisedTrainingMixin,
     BaseModelClass,
@@ -124,6 +143,8 @@ class SCFormer(
             if adata is None:
                 raise ValueError("Pass vocab= when creating a model without adata.")
             vocab = GeneVocab.from_anndata(adata, self.registry_["setup_args"]["gene_key"])
+            # Perturbed genes need tokens even when the panel does not measure them.
+            vocab = vocab.extend(self._registered_perturbed_genes())
         self.vocab_ = vocab
         self.n_bins = n_bins
         self.max_seq_len = max_seq_len
@@ -137,6 +158,8 @@ class SCFormer(
             d_model=d_model,
             n_heads=n_heads,
             n_layers=n_layers,
+            perturbation=self.registry_["setup_args"].get("perturbation_key") is not None,
+            n_conditions=self.summary_stats.get("n_condition", 1),
             **module_kwargs,
         )
         module = self.module
@@ -155,6 +178,16 @@ class SCFormer(
         # The vocabulary is saved as its own JSON file, not among the init parameters.
         self.init_params_["non_kwargs"].pop("vocab", None)
 
+    def _registered_perturbed_genes(self) -> list[str]:
+        """Genes named in the registered perturbation column (empty without one)."""
+        args = self.registry_["setup_args"]
+        if args.get("perturbation_key") is None:
+            return []
+        state = self.registry_["field_registries"][PERTURBATION_KEY]["state_registry"]
+        labels = np.asarray(state["categorical_mapping"]).astype(str)
+        parsed = parse_perturbations(labels, args["control_label"], args["perturbation_sep"])
+        return [gene for genes in parsed.values() for gene in genes]
+
     @classmethod
     @setup_anndata_dsp.dedent
     def setup_anndata(
@@ -165,6 +198,10 @@ class SCFormer(
         labels_key: str | None = None,
         gene_key: str | None = None,
         allow_non_integer: bool = False,
+        perturbation_key: str | None = None,
+        control_label: str = "control",
+        perturbation_sep: str = "+",
+        condition_key: str | None = None,
         **kwargs,
     ) -> None:
         """Register an AnnData of raw counts for scFormer.
@@ -184,22 +221,43 @@ class SCFormer(
             ``var_names``.
         allow_non_integer
             Accept non-integer counts.
+        perturbation_key
+            obs column of genetic perturbations: ``control_label`` or the perturbed genes
+            joined by ``perturbation_sep`` (``"STAT1"``, ``"JAK2+STAT1"``).
+        control_label
+            Label of control (unperturbed, unstimulated) cells in ``perturbation_key`` and
+            ``condition_key``.
+        perturbation_sep
+            Separator of combined perturbations.
+        condition_key
+            obs column of a condition perturbation (e.g. ``"ctrl"`` / ``"stim"``).
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         validate_counts(adata, layer, allow_non_integer)
-        for name, key in (("batch_key", batch_key), ("labels_key", labels_key)):
+        keys = (
+            ("batch_key", batch_key),
+            ("labels_key", labels_key),
+            ("perturbation_key", perturbation_key),
+            ("condition_key", condition_key),
+        )
+        for name, key in keys:
             if key is not None and key not in adata.obs.columns:
                 raise KeyError(
                     f"{name}={key!r} is not a column of adata.obs (columns: "
                     f"{list(adata.obs.columns)}). Pass one of those, or {name}=None."
                 )
         gene_names(adata, gene_key)  # raises if gene_key is not a var column
+        for key in (perturbation_key, condition_key):
+            if key is not None and "source_registry" not in kwargs:
+                validate_perturbation_column(adata.obs[key], key, control_label, perturbation_sep)
         fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=not allow_non_integer),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
             CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+            CategoricalObsField(PERTURBATION_KEY, perturbation_key),
+            CategoricalObsField(CONDITION_KEY, condition_key),
         ]
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)

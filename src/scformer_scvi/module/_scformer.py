@@ -13,10 +13,12 @@ from torch import nn
 from scformer_scvi.nn import TokenEmbedding, TransformerEncoder, grad_reverse, log_cp10k
 
 from ._likelihoods import BinContext, Likelihood, TokenTargets, make_head, masked_mean
-from ._objectives import contrastive_loss, elastic_similarity_loss
+from ._objectives import contrastive_loss, elastic_similarity_loss, grouped_distribution_loss
 
 MLM_MASK_KEY = "mlm_mask"
 MVC_ZERO_KEY = "mvc_zero_ids"
+PERTURBATION_FLAGS_KEY = "perturbation_flags"
+CONDITION_KEY = "condition"
 CellEmbedding = Literal["cls", "mean", "weighted"]
 
 
@@ -88,6 +90,13 @@ class SCFormerModule(BaseModuleClass):
         ECS similarity threshold and CCE softmax temperature.
     batch_token, domain_norm
         Batch handling (see above).
+    perturbation
+        Learn a perturbation flag added to the tokens of perturbed genes, and a projection of
+        the perturbed genes' embeddings that conditions the gene decoder
+        (:meth:`perturbation_step`).
+    n_conditions
+        Registered conditions (e.g. control / stimulated); above one, a condition token
+        follows ``<cls>`` and the condition conditions the gene decoder.
     """
 
     def __init__(
@@ -117,6 +126,8 @@ class SCFormerModule(BaseModuleClass):
         cce_temperature: float = 0.5,
         batch_token: bool = False,
         domain_norm: bool = False,
+        perturbation: bool = False,
+        n_conditions: int = 1,
     ) -> None:
         super().__init__()
         if cell_embedding not in ("cls", "mean", "weighted"):
@@ -151,6 +162,9 @@ class SCFormerModule(BaseModuleClass):
             self.domain_scale = nn.Parameter(torch.ones(n_batch, d_model))
             self.domain_shift = nn.Parameter(torch.zeros(n_batch, d_model))
         self.domain_norm = domain_norm
+        self.perturbation_flag = nn.Embedding(2, d_model, padding_idx=0) if perturbation else None
+        self.perturbation_proj = nn.Linear(d_model, d_model) if perturbation else None
+        self.condition_embedding = nn.Embedding(n_conditions, d_model) if n_conditions > 1 else None
         self.embedding_dropout = nn.Dropout(dropout)
         self.encoder = TransformerEncoder(
             d_model, n_heads, n_layers, d_ff or 4 * d_model, dropout, attention
@@ -195,6 +209,8 @@ class SCFormerModule(BaseModuleClass):
             "padding_mask": tensors["padding_mask"],
             "batch_index": tensors.get(REGISTRY_KEYS.BATCH_KEY),
             "value_mask": tensors.get(MLM_MASK_KEY),
+            "perturbation_flags": tensors.get(PERTURBATION_FLAGS_KEY),
+            "condition_index": tensors.get(CONDITION_KEY),
         }
 
     @auto_move_data
@@ -207,32 +223,44 @@ class SCFormerModule(BaseModuleClass):
         padding_mask: torch.Tensor,
         batch_index: torch.Tensor | None = None,
         value_mask: torch.Tensor | None = None,
+        perturbation_flags: torch.Tensor | None = None,
+        condition_index: torch.Tensor | None = None,
         return_attention: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Encode token sequences.
 
         Returns the cell embedding ``z``, the token states ``hidden`` (aligned with the input
         tokens), ``z_view2`` (a second dropout view, when training with CCE) and, on request,
-        the per-layer ``attention`` weights (over the encoder's sequence, which has the batch
-        token at position 1 when ``batch_token`` is on).
+        the per-layer ``attention`` weights (over the encoder's sequence, in which the batch
+        and condition tokens, when used, follow ``<cls>``).
         """
-        batch_index = self._batch_index(batch_index, gene_ids.shape[0], gene_ids.device)
+        n_cells = gene_ids.shape[0]
+        batch_index = self._index(batch_index, n_cells, gene_ids.device)
+        condition_index = self._index(condition_index, n_cells, gene_ids.device)
         tokens = self.embedding(gene_ids, bins, counts, log_cp10k(counts, library_size), value_mask)
+        if perturbation_flags is not None and self.perturbation_flag is not None:
+            tokens = tokens + self.perturbation_flag(perturbation_flags.long())
         if self.domain_norm:
             scale = lookup_with_fallback(self.domain_scale, batch_index).unsqueeze(1)
             shift = lookup_with_fallback(self.domain_shift, batch_index).unsqueeze(1)
             tokens = tokens * scale + shift
-        encoder_mask = padding_mask
+        context = []  # tokens inserted after <cls>, removed again after encoding
         if self.batch_embedding is not None:
-            batch_tokens = lookup_with_fallback(self.batch_embedding.weight, batch_index)
-            tokens = torch.cat([tokens[:, :1], batch_tokens.unsqueeze(1), tokens[:, 1:]], dim=1)
-            encoder_mask = torch.cat(
-                [padding_mask[:, :1], padding_mask[:, :1], padding_mask[:, 1:]], 1
-            )
-        outputs = self._encode(tokens, encoder_mask, padding_mask, return_attention)
+            context.append(lookup_with_fallback(self.batch_embedding.weight, batch_index))
+        if self.condition_embedding is not None:
+            context.append(self.condition_embedding(condition_index))
+        if context:
+            tokens = torch.cat([tokens[:, :1], torch.stack(context, 1), tokens[:, 1:]], dim=1)
+            first = padding_mask[:, :1]
+            encoder_mask = torch.cat([first] * (1 + len(context)) + [padding_mask[:, 1:]], 1)
+        else:
+            encoder_mask = padding_mask
+        outputs = self._encode(tokens, encoder_mask, padding_mask, len(context), return_attention)
         if self.training and self.weights["cce"] > 0:
-            outputs["z_view2"] = self._encode(tokens, encoder_mask, padding_mask, False)["z"]
+            view2 = self._encode(tokens, encoder_mask, padding_mask, len(context), False)
+            outputs["z_view2"] = view2["z"]
         outputs["batch_index"] = batch_index
+        outputs["condition_index"] = condition_index
         return outputs
 
     def _encode(
@@ -240,14 +268,15 @@ class SCFormerModule(BaseModuleClass):
         tokens: torch.Tensor,
         encoder_mask: torch.Tensor,
         padding_mask: torch.Tensor,
+        n_context: int,
         return_attention: bool,
     ) -> dict[str, torch.Tensor]:
         encoded = self.encoder(self.embedding_dropout(tokens), encoder_mask, return_attention)
         outputs = {}
         if return_attention:
             encoded, outputs["attention"] = encoded
-        if self.batch_embedding is not None:
-            encoded = torch.cat([encoded[:, :1], encoded[:, 2:]], dim=1)  # drop the batch token
+        if n_context:
+            encoded = torch.cat([encoded[:, :1], encoded[:, 1 + n_context :]], dim=1)
         outputs["hidden"] = encoded
         pooled = self._pool(encoded, padding_mask).float()
         if self.training and pooled.shape[0] == 1:  # no batch statistics from one cell
@@ -271,12 +300,13 @@ class SCFormerModule(BaseModuleClass):
         total = (hidden * weight.unsqueeze(-1)).sum(dim=1)
         return total / weight.sum(dim=1, keepdim=True).clamp(min=1.0)
 
-    def _batch_index(
-        self, batch_index: torch.Tensor | None, n_cells: int, device: torch.device
+    def _index(
+        self, index: torch.Tensor | None, n_cells: int, device: torch.device
     ) -> torch.Tensor:
-        if batch_index is None:
+        """Per-cell category codes as a flat long tensor (0 when not registered)."""
+        if index is None:
             return torch.zeros(n_cells, dtype=torch.long, device=device)
-        return batch_index.reshape(-1).long()
+        return index.reshape(-1).long()
 
     # ----------------------------------------------------------------------------- decoders
     def _get_generative_input(
@@ -324,6 +354,79 @@ class SCFormerModule(BaseModuleClass):
             z = z + lookup_with_fallback(self.batch_embedding.weight, batch_index)
         query = self.mvc_query(self.embedding.gene(gene_ids))
         return self.mvc_head(F.gelu(self.mvc_cell(z).unsqueeze(1) + query), gene_ids)
+
+    # ----------------------------------------------------------------------------- perturbation
+    def perturbation_state(
+        self,
+        z: torch.Tensor,
+        condition_index: torch.Tensor,
+        perturbation_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The cell embedding conditioned on a perturbation, input of the gene decoder.
+
+        ``z + P(sum of the perturbed genes' embeddings) + condition embedding``: a direct path
+        from "which genes / which condition" to every decoded gene, which the pooled embedding
+        alone (one flagged token among hundreds) would dilute.
+        """
+        state = z
+        if self.perturbation_proj is not None and perturbation_ids is not None:
+            perturbed = self.embedding.gene(perturbation_ids)  # <pad> rows are zero
+            state = state + self.perturbation_proj(perturbed.sum(dim=1))
+        if self.condition_embedding is not None:
+            state = state + self.condition_embedding(condition_index)
+        return state
+
+    def perturbation_step(
+        self,
+        tensors: dict[str, torch.Tensor],
+        distribution_loss: str | None = None,
+        distribution_weight: float = 0.0,
+        **kwargs,
+    ) -> tuple[dict, dict, LossOutput]:
+        """Predict perturbed profiles from control cells; the loss of perturbation training.
+
+        ``tensors`` holds control cells as tokens (perturbed genes flagged), the target
+        condition, ``panel_ids`` (genes to predict) and the perturbed cells' ``target_counts``.
+        The loss is the head's likelihood of every panel gene of the perturbed cell (optionally
+        weighted per gene by ``gene_weights``), plus ``distribution_weight`` times an energy
+        or MMD distance between predicted and observed cells of each perturbation in the
+        minibatch.
+        """
+        inference = self.inference(**self._get_inference_input(tensors))
+        state = self.perturbation_state(
+            inference["z"], inference["condition_index"], tensors.get("perturbation_ids")
+        )
+        params = self.gene_query(state, inference["batch_index"], tensors["panel_ids"])
+        library = tensors["target_library_size"]
+        targets = TokenTargets(
+            counts=tensors["target_counts"],
+            log_expression=log_cp10k(tensors["target_counts"], library),
+            bins=tensors["target_bins"],
+            library_size=library,
+        )
+        weights = tensors.get("gene_weights", torch.ones_like(targets.counts))
+        per_cell = (self.mvc_head.token_loss(params, targets) * weights).mean(dim=1)
+        loss = per_cell.mean()
+        prediction = self.mvc_head.predict(params, observed_context(tensors, None))
+        metrics = {
+            "perturbation_loss": loss.detach(),
+            "perturbation_log_mse": ((prediction - targets.log_expression) ** 2).mean().detach(),
+        }
+        if distribution_loss and distribution_weight:
+            groups = torch.cat(
+                [tensors["perturbation_ids"], inference["condition_index"].unsqueeze(1)], 1
+            )
+            distance = grouped_distribution_loss(
+                prediction, targets.log_expression, groups, distribution_loss
+            )
+            loss = loss + distribution_weight * distance
+            metrics[f"perturbation_{distribution_loss}"] = distance.detach()
+        generative = {"perturbation": params, "prediction": prediction}
+        return (
+            inference,
+            generative,
+            LossOutput(loss=loss, reconstruction_loss=per_cell, extra_metrics=metrics),
+        )
 
     # ----------------------------------------------------------------------------- losses
     def loss(

@@ -1,5 +1,5 @@
 """Training plans."""
 
-from ._plan import SCFormerTrainingPlan, warmup_cosine
+from ._plan import PerturbationTrainingPlan, SCFormerTrainingPlan, warmup_cosine
 
-__all__ = ["SCFormerTrainingPlan", "warmup_cosine"]
+__all__ = ["PerturbationTrainingPlan", "SCFormerTrainingPlan", "warmup_cosine"]

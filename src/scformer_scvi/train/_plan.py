@@ -108,3 +108,40 @@ class SCFormerTrainingPlan(TrainingPlan):
                 batch_size=loss_output.n_obs_minibatch,
                 sync_dist=self.use_sync_dist,
             )
+
+
+class PerturbationTrainingPlan(SCFormerTrainingPlan):
+    """Training plan for perturbation prediction (control cell -> perturbed profile).
+
+    Same optimiser and schedule as :class:`SCFormerTrainingPlan`; each step runs the module's
+    :meth:`~scformer_scvi.module.SCFormerModule.perturbation_step` instead of pretraining.
+
+    Parameters
+    ----------
+    module
+        The torch module (built with ``perturbation=True`` or conditions).
+    distribution_loss
+        ``"energy"`` or ``"mmd"`` to also match the distribution of predicted perturbed cells
+        to the observed ones per perturbation; ``None`` for none.
+    distribution_weight
+        Weight of that term.
+    **kwargs
+        Passed to :class:`SCFormerTrainingPlan`.
+    """
+
+    def __init__(
+        self,
+        module: BaseModuleClass,
+        *,
+        distribution_loss: str | None = None,
+        distribution_weight: float = 0.1,
+        **kwargs,
+    ) -> None:
+        super().__init__(module, **kwargs)
+        self.loss_kwargs.update(
+            {"distribution_loss": distribution_loss, "distribution_weight": distribution_weight}
+        )
+
+    def forward(self, tensors, loss_kwargs: dict | None = None, **kwargs):
+        """Run the perturbation step of the module."""
+        return self.module.perturbation_step(tensors, **(loss_kwargs or {}))

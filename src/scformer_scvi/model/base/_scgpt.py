@@ -1,0 +1,5 @@
+"""Import of scGPT checkpoints."""
+
+
+class ScGPTMixin:
+    """``from_scgpt_checkpoint``."""
