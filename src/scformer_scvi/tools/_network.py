@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pandas as pd
 
 _EDGE_COLUMNS = ("source", "target", "weight")
 
 
-def compare_gene_networks(net_a: pd.DataFrame, net_b: pd.DataFrame) -> pd.DataFrame:
+def compare_gene_networks(
+    net_a: pd.DataFrame, net_b: pd.DataFrame, how: Literal["inner", "outer"] = "inner"
+) -> pd.DataFrame:
     """Edge-wise difference between two gene networks, largest changes first.
 
     Typical use: the attention networks of two groups of cells, e.g. control cells and cells
@@ -21,14 +25,19 @@ def compare_gene_networks(net_a: pd.DataFrame, net_b: pd.DataFrame) -> pd.DataFr
     ----------
     net_a, net_b
         Edge tables with columns ``source``, ``target``, ``weight`` (other columns are
-        ignored). An edge missing from one table counts as weight 0 there: for an exact
-        comparison, compute both networks over the same genes with ``top_k=None``.
+        ignored). For a full comparison compute both over the same genes with ``top_k=None``.
+    how
+        ``"inner"``: edges present in both tables (an attention edge is missing where the
+        two genes never share a cell of the group). ``"outer"``: edges of either table, a
+        missing edge counting as weight 0.
 
     Returns
     -------
-    One row per edge of either network: ``source``, ``target``, ``weight_a``, ``weight_b``
+    One row per edge: ``source``, ``target``, ``weight_a``, ``weight_b``
     and ``difference`` (``weight_b - weight_a``), sorted by decreasing ``|difference|``.
     """
+    if how not in ("inner", "outer"):
+        raise ValueError(f"how must be 'inner' or 'outer', got {how!r}.")
     tables = []
     for name, net in (("net_a", net_a), ("net_b", net_b)):
         missing = [c for c in _EDGE_COLUMNS if c not in net.columns]
@@ -43,7 +52,7 @@ def compare_gene_networks(net_a: pd.DataFrame, net_b: pd.DataFrame) -> pd.DataFr
                 "group first (net[net.group == g])."
             )
         tables.append(net.set_index(["source", "target"])["weight"])
-    merged = pd.concat(tables, axis=1, keys=["weight_a", "weight_b"]).fillna(0.0)
+    merged = pd.concat(tables, axis=1, keys=["weight_a", "weight_b"], join=how).fillna(0.0)
     merged["difference"] = merged["weight_b"] - merged["weight_a"]
     order = merged["difference"].abs().sort_values(ascending=False, kind="stable").index
     return merged.loc[order].reset_index()

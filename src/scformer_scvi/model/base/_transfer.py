@@ -307,7 +307,7 @@ class TransferMixin:
         be compared (e.g. with :func:`scformer_scvi.tools.knn_label_transfer`).
 
         The query model starts from trained weights: it can embed and predict before any
-        fine-tuning. A query without the reference's label column gets placeholder labels and
+        fine-tuning (its ``pretrained_`` attribute is ``True``). A query without the reference's label column gets placeholder labels and
         its classification objective is off (the reference classifier still predicts).
 
         Parameters
@@ -371,12 +371,17 @@ class TransferMixin:
         if unlabeled:
             query.query_unlabeled_ = True
         query._apply_query_state()
-        query.is_trained_ = True  # trained reference weights: usable before fine-tuning
+        query.pretrained_ = True
         _, _, torch_device = parse_device_args(
             accelerator=accelerator, devices=device, return_device="torch"
         )
         query.to_device(torch_device)
         return query
+
+    def _check_if_trained(self, warn: bool = True, **kwargs) -> None:
+        """A model built from trained weights (``pretrained_``) embeds before its own training."""
+        if not getattr(self, "pretrained_", False):
+            super()._check_if_trained(warn=warn, **kwargs)
 
     def _apply_query_state(self) -> None:
         """Settings of a query model that live outside its weights."""

@@ -1,0 +1,203 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from scformer_scvi import SCFormer
+from tests.conftest import TINY_MODEL, TINY_TRAIN
+
+LABELS = "cell_ontology_class"
+
+
+@pytest.fixture(scope="module")
+def reference(_baron_small):
+    """A tiny reference on three donors, with every kind of per-row parameter."""
+    adata = _baron_small[_baron_small.obs["donor"] != "human4"].copy()
+    SCFormer.setup_anndata(adata, batch_key="donor", labels_key=LABELS)
+    model = SCFormer(
+        adata, **TINY_MODEL, likelihood="zinb", batch_token=True, domain_norm=True, dar_weight=0.1
+    )
+    model.train(max_epochs=1, **TINY_TRAIN)
+    return model
+
+
+@pytest.fixture
+def query(_baron_small):
+    """The fourth donor (a new batch), a tenth of its genes renamed (new genes), no labels."""
+    adata = _baron_small[_baron_small.obs["donor"] == "human4"].copy()
+    adata.var_names = [f"{g}_new" if i % 10 == 0 else g for i, g in enumerate(adata.var_names)]
+    del adata.obs[LABELS]
+    return adata
+
+
+def token_tensors(model):
+    module = model.module
+    return {
+        "embedding": module.embedding.gene.weight,
+        "gep_theta": module.gep_head.log_theta,
+        "mvc_theta": module.mvc_head.log_theta,
+    }
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+
+
+def test_frozen_expansion_keeps_old_rows_bitwise_after_training(baron_small):
+    SCFormer.setup_anndata(baron_small)
+    model = SCFormer(baron_small, **TINY_MODEL, likelihood="zinb")
+    model.train(max_epochs=1, **TINY_TRAIN)
+    n_old = len(model.vocab_)
+    added = model.expand_vocab(["NEW1", "NEW2", baron_small.var_names[0]], freeze_old=True)
+    assert list(added.index) == ["NEW1", "NEW2"] and (added["init"] == "mean").all()
+    assert len(model.vocab_) == n_old + 2
+    assert all(t.shape[0] == n_old + 2 for t in token_tensors(model).values())
+    before = {k: v.detach().clone() for k, v in token_tensors(model).items()}
+    encoder_before = model.module.encoder.layers[0].ffn[0].weight.detach().clone()
+    model.train(max_epochs=2, plan_kwargs={"weight_decay": 0.1}, **TINY_TRAIN)
+    for name, tensor in token_tensors(model).items():
+        assert torch.equal(tensor.detach()[:n_old], before[name][:n_old]), name
+    assert not torch.equal(model.module.encoder.layers[0].ffn[0].weight, encoder_before)
+    # Without freezing the same training moves the old rows.
+    model.expand_vocab(["NEW3"], freeze_old=False)
+    weight = model.module.embedding.gene.weight.detach().clone()
+    model.train(max_epochs=1, **TINY_TRAIN)
+    assert not torch.equal(model.module.embedding.gene.weight[:n_old], weight[:n_old])
+
+
+def test_expanded_model_saves_and_loads(reference, tmp_path):
+    adata = reference.adata
+    model = SCFormer.load_query_data(adata.copy(), reference, freeze=False)
+    model.expand_vocab(["NEWGENE"])
+    model.save(tmp_path / "m")
+    loaded = SCFormer.load(tmp_path / "m", model.adata)
+    assert loaded.vocab_ == model.vocab_ and "NEWGENE" in loaded.vocab_
+    for key, value in model.module.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[key], value), key
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )
+
+
+def test_new_tokens_start_from_orthologs(reference, tmp_path):
+    genes = reference.vocab_.genes
+    table = pd.DataFrame(
+        {"human": [genes[0], genes[1], "NOT_IN_VOCAB"], "mouse": ["m0", "m1", "m2"]}
+    )
+    path = tmp_path / "orthologs.csv"
+    table.to_csv(path, index=False)
+    model = SCFormer.load_query_data(reference.adata.copy(), reference, freeze=False)
+    added = model.expand_vocab(["m0", "m1", "m2"], init_from=path)
+    assert list(added["init"]) == [f"ortholog:{genes[0]}", f"ortholog:{genes[1]}", "mean"]
+    weight = model.module.embedding.gene.weight.detach()
+    ids = model.vocab_.lookup(["m0", "m1", genes[0], genes[1]])
+    assert torch.equal(weight[ids[0]], weight[ids[2]]) and torch.equal(
+        weight[ids[1]], weight[ids[3]]
+    )
+    theta = model.module.gep_head.log_theta.detach()
+    assert theta[ids[0]] == theta[ids[2]]
+    gene_rows = weight[3 : len(reference.vocab_)]
+    torch.testing.assert_close(weight[model.vocab_["m2"]], gene_rows.mean(dim=0))
+
+
+def test_ortholog_table_without_usable_columns_is_refused(reference):
+    model = SCFormer.load_query_data(reference.adata.copy(), reference, freeze=False)
+    table = pd.DataFrame({"a": ["x", "y"], "b": ["m0", "m1"]})
+    with pytest.raises(ValueError, match="names genes of the model's vocabulary"):
+        model.expand_vocab(["m0"], init_from=table)
+    with pytest.raises(KeyError, match="source_column='human'"):
+        model.expand_vocab(["m0"], init_from=table, source_column="human")
+    with pytest.raises(FileNotFoundError):
+        model.expand_vocab(["m0"], init_from="no_such_table.csv")
+
+
+def test_query_with_new_batch_and_genes_trains_and_predicts(reference, query):
+    ref_state = snapshot(reference)
+    model = SCFormer.load_query_data(query, reference, freeze=True)
+    n_tokens, n_batch = len(reference.vocab_), reference.summary_stats.n_batch
+    assert len(model.vocab_) == n_tokens + int(
+        np.sum([g.endswith("_new") for g in query.var_names])
+    )
+    assert model.summary_stats.n_batch == n_batch + 1
+    assert model.module.batch_embedding.weight.shape[0] == n_batch + 1
+    trainable = {n for n, p in model.module.named_parameters() if p.requires_grad}
+    assert trainable == {
+        "embedding.gene.weight",
+        "gep_head.log_theta",
+        "mvc_head.log_theta",
+        "batch_embedding.weight",
+        "domain_scale",
+        "domain_shift",
+        "discriminator.4.weight",
+        "discriminator.4.bias",
+    }
+    # New batch rows start at the reference's fallback for unseen batches.
+    torch.testing.assert_close(
+        model.module.batch_embedding.weight[-1], ref_state["batch_embedding.weight"].mean(dim=0)
+    )
+    model.train(max_epochs=1, **TINY_TRAIN)
+    state = model.module.state_dict()
+    for key, value in ref_state.items():
+        if key.startswith("cell_norm.num_batches"):
+            continue
+        assert torch.equal(state[key][: value.shape[0]], value), key
+    assert not torch.equal(
+        state["batch_embedding.weight"][-1], ref_state["batch_embedding.weight"].mean(0)
+    )
+    labels = model.predict()
+    assert labels.shape == (query.n_obs,)
+    assert set(labels) <= set(reference._label_categories())
+    soft = model.predict(query, soft=True)
+    assert list(soft.columns) == list(reference._label_categories())
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-5)
+    assert (soft.idxmax(axis=1).to_numpy() == labels).all()
+
+
+def test_freeze_modes(reference, query):
+    embeddings_only = SCFormer.load_query_data(query.copy(), reference, freeze="embeddings_only")
+    trainable = {n for n, p in embeddings_only.module.named_parameters() if p.requires_grad}
+    assert {"embedding.gene.weight", "embedding.value.weight", "embedding.norm.weight"} <= trainable
+    assert not any(
+        n.startswith(("encoder.", "classifier.", "mvc_cell", "gep_head.mlp")) for n in trainable
+    )
+    full = SCFormer.load_query_data(query.copy(), reference, freeze=False)
+    assert all(p.requires_grad for p in full.module.parameters())
+    same = reference.adata[:40].copy()
+    with pytest.raises(ValueError, match="leaves nothing to train"):
+        SCFormer.load_query_data(same, reference, freeze=True)
+    with pytest.raises(ValueError, match="freeze must be"):
+        SCFormer.load_query_data(same, reference, freeze="all")
+
+
+def test_labelled_query_with_a_new_cell_type_trains_its_row(reference, baron_small):
+    adata = baron_small[baron_small.obs["donor"] == "human4"].copy()
+    labels = adata.obs[LABELS].astype(str).to_numpy()
+    labels[:5] = "new type"
+    adata.obs[LABELS] = labels
+    model = SCFormer.load_query_data(adata, reference, freeze=True)
+    n_labels = reference.summary_stats.n_labels
+    out = model.module.classifier[-1]
+    assert out.weight.shape[0] == n_labels + 1 and out.weight.requires_grad
+    assert model.module.weights["classification"] > 0
+    before = out.weight.detach().clone()
+    model.train(max_epochs=1, **TINY_TRAIN)
+    assert torch.equal(out.weight[:n_labels], before[:n_labels])
+    assert not torch.equal(out.weight[n_labels:], before[n_labels:])
+    assert "new type" in model._label_categories()
+
+
+def test_unlabeled_query_saves_and_reloads_with_classification_off(reference, query, tmp_path):
+    model = SCFormer.load_query_data(query, reference, freeze=True)
+    assert model.module.weights["classification"] == 0.0
+    model.save(tmp_path / "q")
+    loaded = SCFormer.load(tmp_path / "q", query)
+    assert loaded.module.weights["classification"] == 0.0
+    np.testing.assert_array_equal(loaded.predict(query), model.predict(query))
+
+
+def test_predict_needs_a_classifier(baron_small):
+    SCFormer.setup_anndata(baron_small)
+    model = SCFormer(baron_small, **TINY_MODEL)
+    model.is_trained_ = True
+    with pytest.raises(ValueError, match="no classification head"):
+        model.predict()
