@@ -164,6 +164,9 @@ class SCFormerModule(BaseModuleClass):
         self.domain_norm = domain_norm
         self.perturbation_flag = nn.Embedding(2, d_model, padding_idx=0) if perturbation else None
         self.perturbation_proj = nn.Linear(d_model, d_model) if perturbation else None
+        # What all perturbations share (e.g. a generic knock-down response): the part of an
+        # unseen perturbation's effect the model can predict without knowing the gene.
+        self.perturbation_shared = nn.Parameter(torch.zeros(d_model)) if perturbation else None
         self.condition_embedding = nn.Embedding(n_conditions, d_model) if n_conditions > 1 else None
         self.embedding_dropout = nn.Dropout(dropout)
         self.encoder = TransformerEncoder(
@@ -364,14 +367,17 @@ class SCFormerModule(BaseModuleClass):
     ) -> torch.Tensor:
         """The cell embedding conditioned on a perturbation, input of the gene decoder.
 
-        ``z + P(sum of the perturbed genes' embeddings) + condition embedding``: a direct path
-        from "which genes / which condition" to every decoded gene, which the pooled embedding
-        alone (one flagged token among hundreds) would dilute.
+        ``z + [perturbed] (s + P(sum of the perturbed genes' embeddings)) + condition
+        embedding``: a direct path from "which genes / which condition" to every decoded gene,
+        which the pooled embedding alone (one flagged token among hundreds) would dilute; ``s``
+        is learned and shared by all perturbations.
         """
         state = z
         if self.perturbation_proj is not None and perturbation_ids is not None:
             perturbed = self.embedding.gene(perturbation_ids)  # <pad> rows are zero
-            state = state + self.perturbation_proj(perturbed.sum(dim=1))
+            any_gene = (perturbation_ids != self.pad_id).any(dim=1, keepdim=True).to(z.dtype)
+            shared = any_gene * self.perturbation_shared
+            state = state + shared + self.perturbation_proj(perturbed.sum(dim=1))
         if self.condition_embedding is not None:
             state = state + self.condition_embedding(condition_index)
         return state

@@ -172,6 +172,7 @@ class PerturbationMixin:
         # scvi-tools appends a new run's history only to keys it already has; keep the earlier
         # history aside and give this run's total losses their own names instead.
         pretraining_history = dict(self.history_ or {})
+        self.module.train()  # a trained model is left in eval mode
         self.history_, self.is_trained_ = None, False
         TrainRunner(
             self,
