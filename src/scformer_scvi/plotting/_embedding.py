@@ -9,6 +9,8 @@ import matplotlib.pyplot as plt
 import scanpy as sc
 from anndata import AnnData
 
+from ._utils import finish
+
 
 def umap(
     adata: AnnData,
@@ -37,9 +39,4 @@ def umap(
     fig, axes = plt.subplots(1, len(color), figsize=(6.5 * len(color), 5), squeeze=False)
     for ax, key in zip(axes[0], color, strict=True):
         sc.pl.embedding(adata, basis=basis, color=key, ax=ax, show=False, frameon=False, size=12)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    return fig
+    return finish(fig, title, path)

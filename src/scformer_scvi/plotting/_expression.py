@@ -11,6 +11,8 @@ import pandas as pd
 
 from scformer_scvi.metrics import expression_correlation
 
+from ._utils import finish
+
 
 def correlation_plot(
     observed: pd.DataFrame,
@@ -48,12 +50,7 @@ def correlation_plot(
             ylabel=f"number of {name}",
             title=f"per {name[:-1]}: median r = {np.median(values):.3f}",
         )
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    return fig
+    return finish(fig, title, path)
 
 
 def distribution_plot(
@@ -100,9 +97,4 @@ def distribution_plot(
     for ax in axes[len(series) :]:
         ax.axis("off")
     axes[0].legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    return fig
+    return finish(fig, title, path)
