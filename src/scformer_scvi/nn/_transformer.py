@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 Attention = Literal["sdpa", "linear"]
 
@@ -133,6 +134,12 @@ class TransformerEncoder(nn.Module):
         Dropout rate.
     attention
         ``"sdpa"`` (exact) or ``"linear"`` (Hydra attention, linear in sequence length).
+    gradient_checkpointing
+        In training, keep only each block's input and recompute its activations in the
+        backward pass: activation memory per block drops from O(tokens x d_ff) to
+        O(tokens x d_model), for about one extra forward pass of compute. A training-time
+        setting (an attribute, not saved with a model): set
+        ``model.module.encoder.gradient_checkpointing = True`` for long inputs.
     """
 
     def __init__(
@@ -143,12 +150,14 @@ class TransformerEncoder(nn.Module):
         d_ff: int,
         dropout: float = 0.1,
         attention: Attention = "sdpa",
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             EncoderLayer(d_model, n_heads, d_ff, dropout, attention) for _ in range(n_layers)
         )
         self.norm = nn.LayerNorm(d_model)
+        self.gradient_checkpointing = gradient_checkpointing
 
     def forward(
         self, x: torch.Tensor, padding_mask: torch.Tensor, return_attention: bool = False
@@ -158,7 +167,13 @@ class TransformerEncoder(nn.Module):
         With ``return_attention``, also return each layer's attention weights.
         """
         weights = []
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
+            if recompute and not return_attention:
+                # Non-reentrant checkpointing replays the saved RNG state, so dropout masks in
+                # the recomputation match the forward pass and gradients are unchanged.
+                x = checkpoint(layer, x, padding_mask, use_reentrant=False)
+                continue
             x = layer(x, padding_mask, return_attention)
             if return_attention:
                 x, layer_weights = x
