@@ -97,6 +97,10 @@ class SCFormerModule(BaseModuleClass):
     n_conditions
         Registered conditions (e.g. control / stimulated); above one, a condition token
         follows ``<cls>`` and the condition conditions the gene decoder.
+    perturbation_gene_dropout
+        In perturbation training, the share of cells whose decoder sees only the shared
+        perturbation component (not which genes), so that component learns the effect all
+        perturbations share: the best guess for a gene the model knows nothing about.
     """
 
     def __init__(
@@ -128,6 +132,7 @@ class SCFormerModule(BaseModuleClass):
         domain_norm: bool = False,
         perturbation: bool = False,
         n_conditions: int = 1,
+        perturbation_gene_dropout: float = 0.3,
     ) -> None:
         super().__init__()
         if cell_embedding not in ("cls", "mean", "weighted"):
@@ -167,6 +172,7 @@ class SCFormerModule(BaseModuleClass):
         # What all perturbations share (e.g. a generic knock-down response): the part of an
         # unseen perturbation's effect the model can predict without knowing the gene.
         self.perturbation_shared = nn.Parameter(torch.zeros(d_model)) if perturbation else None
+        self.perturbation_gene_dropout = perturbation_gene_dropout
         self.condition_embedding = nn.Embedding(n_conditions, d_model) if n_conditions > 1 else None
         self.embedding_dropout = nn.Dropout(dropout)
         self.encoder = TransformerEncoder(
@@ -376,8 +382,11 @@ class SCFormerModule(BaseModuleClass):
         if self.perturbation_proj is not None and perturbation_ids is not None:
             perturbed = self.embedding.gene(perturbation_ids)  # <pad> rows are zero
             any_gene = (perturbation_ids != self.pad_id).any(dim=1, keepdim=True).to(z.dtype)
-            shared = any_gene * self.perturbation_shared
-            state = state + shared + self.perturbation_proj(perturbed.sum(dim=1))
+            specific = self.perturbation_proj(perturbed.sum(dim=1))
+            if self.training and self.perturbation_gene_dropout:
+                kept = torch.rand_like(any_gene) >= self.perturbation_gene_dropout
+                specific = specific * kept
+            state = state + any_gene * self.perturbation_shared + specific
         if self.condition_embedding is not None:
             state = state + self.condition_embedding(condition_index)
         return state

@@ -173,6 +173,11 @@ class PerturbationMixin:
         # history aside and give this run's total losses their own names instead.
         pretraining_history = dict(self.history_ or {})
         self.module.train()  # a trained model is left in eval mode
+        # Genes whose embeddings this training informs: the panel and the training targets.
+        targets = {
+            g for label in info.labels[np.unique(perturbation_codes)] for g in info.genes[label]
+        }
+        self.perturbation_known_genes_ = sorted(set(self._panel_genes(adata)) | targets)
         self.history_, self.is_trained_ = None, False
         TrainRunner(
             self,
@@ -251,7 +256,7 @@ class PerturbationMixin:
             state = module.perturbation_state(
                 encoded["z"],
                 encoded["condition_index"],
-                torch.from_numpy(np.ascontiguousarray(forced)).to(module.device),
+                torch.from_numpy(self._informed(forced)).to(module.device),
             )
             params = module.gene_query(
                 state, encoded["batch_index"], panel.to(module.device).expand(rows.size, -1)
@@ -326,6 +331,13 @@ class PerturbationMixin:
         One row per (perturbation, control cell), one column per panel gene, values on the
         ``log1p(cp10k)`` scale; ``obs["perturbation"]`` and ``obs["control_cell"]``.
         Deterministic: the same inputs give the same result.
+
+        Notes
+        -----
+        A perturbed gene that was neither in the training panel nor perturbed in training has
+        an untrained embedding; for it the decoder uses only the component shared by all
+        perturbations (learned with ``perturbation_gene_dropout``), i.e. the model predicts the
+        typical perturbation effect.
         """
         adata = self._validate_anndata(adata)
         controls = self._controls(adata, control_indices, n_cells, seed)
@@ -465,6 +477,19 @@ class PerturbationMixin:
         return pd.DataFrame.from_dict(rows, orient="index")
 
     # ------------------------------------------------------------------------- helpers
+    def _informed(self, perturbed_ids: np.ndarray) -> np.ndarray:
+        """``perturbed_ids`` with genes the model knows nothing about replaced by ``<pad>``.
+
+        A gene neither measured in the training panel nor perturbed in training has an
+        untrained embedding: it would add an arbitrary shift, so the decoder gets only the
+        shared perturbation component for it (the genes still enter the encoder as tokens).
+        """
+        known = getattr(self, "perturbation_known_genes_", None)
+        if known is None:
+            return np.ascontiguousarray(perturbed_ids)
+        informed = np.isin(perturbed_ids, self.vocab_.lookup(known))
+        return np.where(informed, perturbed_ids, self.vocab_.pad_id)
+
     def _observed_log_expression(self, adata: AnnData) -> np.ndarray:
         """Observed log1p(cp10k) of the panel genes (library over the vocabulary's genes)."""
         tokenizer = self._tokenizer(adata)
