@@ -201,3 +201,21 @@ def test_predict_needs_a_classifier(baron_small):
     model.is_trained_ = True
     with pytest.raises(ValueError, match="no classification head"):
         model.predict()
+
+
+def test_fine_tuning_an_unlabelled_model_for_annotation(baron_small):
+    SCFormer.setup_anndata(baron_small, batch_key="donor")
+    pretrained = SCFormer(baron_small, **TINY_MODEL)
+    pretrained.train(max_epochs=1, **TINY_TRAIN)
+    assert pretrained.module.classifier is None
+    tuned = SCFormer.load_query_data(
+        baron_small.copy(), pretrained, freeze=False, labels_key=LABELS
+    )
+    assert tuned.module.classifier is not None
+    encoder = "encoder.layers.0.attn.qkv.weight"
+    assert torch.equal(tuned.module.state_dict()[encoder], pretrained.module.state_dict()[encoder])
+    tuned.train(max_epochs=1, **TINY_TRAIN)
+    assert "classification_loss_train" in tuned.history
+    assert set(tuned.predict()) <= set(baron_small.obs[LABELS].astype(str))
+    with pytest.raises(KeyError, match="labels_key='nope'"):
+        SCFormer.load_query_data(baron_small.copy(), pretrained, labels_key="nope")

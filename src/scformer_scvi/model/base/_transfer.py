@@ -275,6 +275,7 @@ class TransferMixin:
         init_from: pd.DataFrame | str | Path | None = None,
         source_column: str | None = None,
         target_column: str | None = None,
+        labels_key: str | None = None,
         accelerator: str = "auto",
         device: int | str = "auto",
     ):
@@ -302,13 +303,16 @@ class TransferMixin:
           transformer and heads stay fixed.
         - ``freeze=False``: everything.
 
+        A new cell-type head (``labels_key=``) always trains in full.
+
         With ``freeze=True`` or ``"embeddings_only"`` the cell-embedding standardisation keeps
         the reference's statistics, so query and reference embeddings share one space and can
         be compared (e.g. with :func:`scformer_scvi.tools.knn_label_transfer`).
 
         The query model starts from trained weights: it can embed and predict before any
-        fine-tuning (its ``pretrained_`` attribute is ``True``). A query without the reference's label column gets placeholder labels and
-        its classification objective is off (the reference classifier still predicts).
+        fine-tuning (its ``pretrained_`` attribute is ``True``). A query without the
+        reference's label column gets placeholder labels and its classification objective is
+        off (the reference classifier still predicts).
 
         Parameters
         ----------
@@ -322,6 +326,10 @@ class TransferMixin:
             Add the query's unknown genes to the vocabulary; ``False`` ignores them.
         init_from, source_column, target_column
             Initialisation of new gene tokens, as in :meth:`expand_vocab`.
+        labels_key
+            Train a new cell-type head on this ``obs`` column instead of using the reference's
+            labels, e.g. to fine-tune a model pretrained without labels for annotation
+            (with ``freeze=False``); the reference's classifier, if any, is left out.
         accelerator, device
             Where to put the model.
 
@@ -337,11 +345,14 @@ class TransferMixin:
         )
         registry = copy.deepcopy(reference.registry_)
         args = registry["setup_args"]
-        labels = np.asarray(
-            registry["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"][
-                "categorical_mapping"
-            ]
-        )
+        fresh = ()  # state-dict prefixes of heads that start afresh in the query
+        if labels_key is not None:
+            if labels_key not in adata.obs:
+                raise KeyError(f"labels_key={labels_key!r} is not a column of adata.obs.")
+            args["labels_key"] = labels_key
+            del registry["field_registries"][REGISTRY_KEYS.LABELS_KEY]  # register afresh
+            fresh = ("classifier.",)
+        labels = reference._label_categories()
         unlabeled = args["labels_key"] is not None and args["labels_key"] not in adata.obs
         if unlabeled:
             adata = with_placeholder_labels(adata, args["labels_key"], labels[0])
@@ -363,11 +374,16 @@ class TransferMixin:
             BATCH_OUTPUT: reference.summary_stats.n_batch,
             LABEL_OUTPUT: reference.summary_stats.n_labels,
         }
-        _load_reference_weights(query.module, reference.module.state_dict(), old_rows)
+        if labels_key is not None and query.module.classifier is None:
+            raise ValueError(
+                "The query has no classification head: the reference was built with "
+                "classification_weight=0, or the labels have a single category."
+            )
+        _load_reference_weights(query.module, reference.module.state_dict(), old_rows, fresh)
         unknown = [g for g, i in zip(genes, reference.vocab_.lookup(genes), strict=True) if i < 0]
         if expand_vocab and unknown:
             query.expand_vocab(unknown, init_from, False, source_column, target_column)
-        _apply_freeze(query.module, freeze, old_rows)
+        _apply_freeze(query.module, freeze, old_rows, fresh)
         if unlabeled:
             query.query_unlabeled_ = True
         query._apply_query_state()
@@ -497,11 +513,18 @@ def _new_rows(
 
 
 def _load_reference_weights(
-    module: nn.Module, reference: dict[str, torch.Tensor], old_rows: dict[str, int]
+    module: nn.Module,
+    reference: dict[str, torch.Tensor],
+    old_rows: dict[str, int],
+    fresh: tuple[str, ...] = (),
 ) -> None:
-    """Copy reference tensors into ``module``, whose batch/label tensors may have more rows."""
+    """Copy reference tensors into ``module``, whose batch/label tensors may have more rows.
+
+    Tensors under the ``fresh`` prefixes keep the module's initialisation.
+    """
     kinds = row_tensors(module)
-    state = module.state_dict()
+    reference = {k: v for k, v in reference.items() if not (fresh and k.startswith(fresh))}
+    state = {k: v for k, v in module.state_dict().items() if not (fresh and k.startswith(fresh))}
     problems = [f"unexpected {key}" for key in sorted(set(reference) - set(state))]
     for key, target in state.items():
         source = reference.get(key)
@@ -525,18 +548,23 @@ def _load_reference_weights(
             "The reference weights do not fit the query model: " + "; ".join(problems) + ". "
             "Was the reference trained with this version of scformer-scvi?"
         )
-    module.load_state_dict(state)
+    module.load_state_dict(state, strict=not fresh)
 
 
-def _apply_freeze(module: nn.Module, freeze: Freeze, old_rows: dict[str, int]) -> None:
+def _apply_freeze(
+    module: nn.Module, freeze: Freeze, old_rows: dict[str, int], fresh: tuple[str, ...] = ()
+) -> None:
     """Set what trains in a query model (see ``load_query_data``)."""
     kinds = row_tensors(module)
     frozen_rows = {}
     for name, param in module.named_parameters():
         kind = kinds.get(name)
-        grows = kind is not None and param.shape[0] > old_rows[kind]
-        whole = freeze is False or (
-            freeze == "embeddings_only" and (name.startswith("embedding.") or kind == BATCH)
+        new_head = bool(fresh) and name.startswith(fresh)
+        grows = kind is not None and not new_head and param.shape[0] > old_rows[kind]
+        whole = (
+            freeze is False
+            or new_head
+            or (freeze == "embeddings_only" and (name.startswith("embedding.") or kind == BATCH))
         )
         param.requires_grad_(whole or grows)
         if grows and not whole:
