@@ -34,11 +34,13 @@ from ._data import bank_datamodule, is_bank, read_h5ads
 from ._pretrained import model_from_pretrained, report_frame
 from ._trainer import (
     CONFIG_FILE,
+    SaveAtEnd,
     history_frame,
     is_rank_zero,
     prepare_output_dir,
     resolve_resume,
     trainer_kwargs,
+    weights_from_checkpoint,
     write_json,
 )
 
@@ -177,6 +179,9 @@ def pretrain(
     scformer.module.encoder.gradient_checkpointing = trainer.gradient_checkpointing
     logger.info("%s", scformer._model_summary_string)
 
+    final = out / "checkpoints" / "final.ckpt"
+    if "fsdp" in trainer.strategy:
+        kwargs["callbacks"].append(SaveAtEnd(final))
     if data.bank:
         datamodule = bank_datamodule(
             scformer, bank, data, objectives.mask_ratio, objectives.mvc_zero_fraction
@@ -193,8 +198,17 @@ def pretrain(
         )
     else:
         _train_anndata(scformer, data, trainer, objectives, plan, ckpt_path, kwargs)
-    if scformer.trainer.is_global_zero:
-        _write_run(scformer, out, start, resume, n_cells=n_cells, n_genes=n_genes)
+    if not scformer.trainer.is_global_zero:
+        return scformer
+    if "fsdp" in trainer.strategy:
+        # The trained module holds weight shards; a fresh model gets the gathered weights.
+        sharded = scformer
+        scformer = SCFormer.from_bank(bank, data.batch_key, data.labels_key, **model_kwargs)
+        scformer.module.load_state_dict(weights_from_checkpoint(final))
+        scformer.module.eval()
+        scformer.history_, scformer.trainer = sharded.history_, sharded.trainer
+        scformer.is_trained_ = True
+    _write_run(scformer, out, start, resume, n_cells=n_cells, n_genes=n_genes)
     return scformer
 
 

@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+import torch
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+)
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from scvi.train import SaveCheckpoint
 from scvi.train._logger import SimpleLogger
@@ -163,6 +169,36 @@ def trainer_kwargs(
     if trainer.limit_train_batches is not None:
         kwargs["limit_train_batches"] = trainer.limit_train_batches
     return kwargs
+
+
+def weights_from_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The module weights in a Lightning checkpoint of a scFormer run.
+
+    Loaded with ``weights_only=True``: a checkpoint holds tensors and plain values only, so
+    nothing is unpickled (our callbacks store their state that way too).
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    prefix = "module."  # the training plan holds the module as .module
+    return {
+        key[len(prefix) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(prefix)
+    }
+
+
+class SaveAtEnd(Callback):
+    """Write a checkpoint when training ends (on every rank: sharded strategies gather).
+
+    Under FSDP a rank holds only a shard of each weight; Lightning's checkpoint gathers the
+    full weights, which is how the final model of a sharded run is written.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """Save the full training state."""
+        trainer.save_checkpoint(self.path)
 
 
 def history_frame(history: dict[str, pd.DataFrame] | None) -> pd.DataFrame:
