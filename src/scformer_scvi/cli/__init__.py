@@ -69,7 +69,8 @@ def _run_options(parser: ArgumentParser) -> None:
         "--resume",
         type=str | None,
         default=None,
-        help="Continue a run: 'last' (its last end-of-epoch checkpoint) or a checkpoint path.",
+        help="Continue a run: 'last' (its last end-of-epoch checkpoint, exact), 'latest' (its "
+        "newest checkpoint, possibly mid-epoch) or a checkpoint path.",
     )
     parser.add_argument(
         "--overwrite", type=bool, default=False, help="Replace an earlier run in output_dir."

@@ -139,7 +139,8 @@ def pretrain(
     seed
         Seed of weights, data split, masking and shuffling (``scvi.settings.seed``).
     resume
-        ``"last"`` (this run's last end-of-epoch checkpoint) or a checkpoint path.
+        ``"last"`` (this run's last end-of-epoch checkpoint), ``"latest"`` (its newest
+        checkpoint) or a checkpoint path.
     overwrite
         Replace an earlier run in ``output_dir``.
     config_yaml

@@ -65,10 +65,20 @@ def prepare_output_dir(output_dir: str, resume: str | None, overwrite: bool) -> 
 
 
 def resolve_resume(resume: str | None, out: Path) -> str | None:
-    """The checkpoint to resume from: ``last`` (this run's ``last.ckpt``) or a path."""
+    """The checkpoint to resume from.
+
+    ``last``: this run's end-of-epoch ``last.ckpt`` (an exact continuation); ``latest``: its
+    newest checkpoint, a step checkpoint if one was written after ``last.ckpt`` (the
+    interrupted epoch restarts on a new shuffle); or a path.
+    """
     if resume is None:
         return None
-    path = out / CHECKPOINTS / LAST_CHECKPOINT if resume == "last" else Path(resume)
+    path = Path(resume)
+    if resume == "last":
+        path = out / CHECKPOINTS / LAST_CHECKPOINT
+    elif resume == "latest":
+        found = sorted((out / CHECKPOINTS).glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+        path = found[-1] if found else out / CHECKPOINTS / LAST_CHECKPOINT
     if not path.is_file():
         found = sorted(p.name for p in (out / CHECKPOINTS).glob("*.ckpt"))
         raise ConfigError(

@@ -1,0 +1,385 @@
+"""Training and inference throughput, training memory and FLOP efficiency of scFormer.
+
+Two parts, measured on the scFormer torch module (embedding, transformer, GEP + MVC heads and
+loss; one AdamW step per training minibatch), without data loading:
+
+A. **Compute efficiency** at fixed lengths: sequence length 128 ... 2048 x width 128/256/512
+   x fp32/bf16 autocast x SDPA/linear (Hydra) attention, every cell ``L`` tokens long and
+   about 8192 tokens per minibatch. Reports cells/s (training, inference), the memory of a
+   training step, and achieved FLOP/s as a share of the machine's matmul peak, measured by a matmul
+   probe (``torch.mm``, n=2048, same dtype and threads) at the start and end of this run.
+   Pruned on CPU: linear attention only at width 256; length 2048 only at width 256; width
+   512 not at length 1024 with bf16 (see ``skipped`` in the results). Gradient
+   checkpointing (fp32, SDPA, width 256) at lengths 1024 and 2048.
+B. **Padding vs length bucketing** on real cell lengths: Baron human pancreas, 2000 highly
+   variable genes (the panel of the training benchmarks), 640 cells, minibatches of 32, width
+   256, ``max_seq_len`` 512. ``pad_max``: every minibatch padded to 512 tokens; ``random``:
+   random minibatches padded to their longest cell (``length_bucketing=False``);
+   ``bucketed``: :class:`~scformer_scvi.data.LengthBucketSampler` minibatches.
+
+FLOPs are counted analytically: a forward pass costs 2 FLOPs per weight of every linear
+layer applied per token (transformer blocks; for training also the GEP and MVC heads) times
+the executed tokens (padding included), plus ``4 L^2 d`` per layer and sequence for SDPA's
+two attention matmuls; training costs 3x the forward pass (4x with gradient checkpointing,
+which runs the forward pass twice; the FLOP/s count only the 3x). Memory: the tensors
+autograd saves for the backward pass (activations) and 16 bytes per parameter for weights,
+gradients and AdamW moments, counted exactly (a process's resident set is useless here: the
+allocator keeps freed memory).
+
+torch runs with one thread by default: on this shared 2-core machine, two threads waited on
+each other whenever another process held a core (a small training step took 0.95 s with two
+threads and 7 ms with one). ``--threads 2`` measures both cores.
+
+Run: ``.venv/bin/python benchmarks/throughput.py [--threads N] [--part A|B]``; writes
+``results/throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from contextlib import nullcontext
+from functools import partial
+
+import anndata as ad
+import numpy as np
+import scanpy as sc
+import torch
+from _common import RESULTS, SHARED_DATA, write_results
+from torch import nn
+
+from scformer_scvi.data import LengthBucketSampler
+from scformer_scvi.module import SCFormerModule
+
+N_GENES = 20125  # Baron human: the vocabulary of a model over all genes
+N_LAYERS = 2
+TOKENS_PER_BATCH = 8192
+LENGTHS = (128, 256, 512, 1024, 2048)
+WIDTHS = (128, 256, 512)
+PRECISIONS = ("fp32", "bf16")
+ATTENTIONS = ("sdpa", "linear")
+
+
+# ------------------------------------------------------------------------------ measurement
+def matmul_probe(dtype: torch.dtype, n: int = 2048, repeats: int = 6) -> float:
+    """Best ``torch.mm`` rate in GFLOP/s for ``n x n`` matrices of ``dtype``."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def training_memory_mib(module: SCFormerModule, tensors: dict, precision: str) -> dict:
+    """Memory a training step needs beyond the inputs, in MiB.
+
+    ``activations``: the tensors autograd saves for the backward pass (the part that grows
+    with cells x length, and what gradient checkpointing trades for compute), counted once per
+    storage, weights excluded. ``states``: weights, gradients and the two AdamW moments
+    (16 bytes per parameter in fp32). Deterministic, unlike the resident memory of a process
+    whose allocator keeps freed memory.
+    """
+    weights = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    module.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), autocast(precision):
+        module(tensors)
+    n_params = sum(p.numel() for p in module.parameters())
+    return {
+        "activations": round(sum(saved.values()) / 2**20, 1),
+        "states": round(16 * n_params / 2**20, 1),
+    }
+
+
+def build(width: int, attention: str) -> SCFormerModule:
+    torch.manual_seed(0)
+    return SCFormerModule(
+        n_tokens=N_GENES + 3,
+        pad_id=0,
+        d_model=width,
+        n_heads=max(1, width // 64),
+        n_layers=N_LAYERS,
+        attention=attention,
+    )
+
+
+def minibatch(lengths: np.ndarray, padded_to: int, rng: np.random.Generator) -> dict:
+    """Synthetic tokens for cells of ``lengths`` tokens (``<cls>`` included), padded."""
+    n = len(lengths)
+    positions = np.arange(padded_to)
+    real = positions[None, :] < lengths[:, None]
+    genes = rng.integers(3, N_GENES + 3, size=(n, padded_to))
+    genes[:, 0] = 1  # <cls>
+    genes[~real] = 0
+    values = np.where(real, rng.integers(1, 20, size=(n, padded_to)), 0).astype(np.float32)
+    values[:, 0] = 0
+    masked = real & (rng.random((n, padded_to)) < 0.4)
+    masked[:, 0] = False
+    return {
+        "gene_ids": torch.from_numpy(genes),
+        "bins": torch.from_numpy(np.where(real, rng.integers(1, 51, (n, padded_to)), 0)),
+        "values": torch.from_numpy(values),
+        "library_size": torch.from_numpy(values.sum(1) + 1.0),
+        "padding_mask": torch.from_numpy(~real),
+        "mlm_mask": torch.from_numpy(masked),
+        "batch": torch.zeros(n, 1, dtype=torch.long),
+    }
+
+
+def linear_weights(*modules: nn.Module) -> int:
+    return sum(
+        m.in_features * m.out_features
+        for x in modules
+        for m in x.modules()
+        if isinstance(m, nn.Linear)
+    )
+
+
+def step_flops(module: SCFormerModule, shape: tuple[int, int], training: bool) -> float:
+    """Analytic FLOPs of one step on a ``(cells, padded length)`` minibatch."""
+    n, length = shape
+    per_token = linear_weights(module.encoder)
+    if training:  # heads applied per token: GEP MLP, MVC gene query and MLP
+        per_token += linear_weights(module.gep_head, module.mvc_query, module.mvc_head)
+    forward = 2 * per_token * n * length
+    if module.encoder.layers[0].attn.attention == "sdpa":
+        forward += 4 * length**2 * module.n_latent * n * len(module.encoder.layers)
+    return 3 * forward if training else forward
+
+
+def autocast(precision: str):
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def train_step(module: SCFormerModule, optimizer, tensors: dict, precision: str) -> None:
+    """One optimizer step (forward, loss, backward, AdamW)."""
+    with autocast(precision):
+        _, _, loss = module(tensors)
+    optimizer.zero_grad(set_to_none=True)
+    loss.loss.backward()
+    optimizer.step()
+
+
+@torch.inference_mode()
+def infer_step(module: SCFormerModule, tensors: dict, precision: str) -> None:
+    """Cell embeddings of one minibatch."""
+    with autocast(precision):
+        module.inference(**module._get_inference_input(tensors))
+
+
+def timed(function, batches: list, warmup: int = 1) -> float:
+    """Seconds per pass over ``batches``, after ``warmup`` batches."""
+    for tensors in batches[:warmup]:
+        function(tensors)
+    start = time.perf_counter()
+    for tensors in batches:
+        function(tensors)
+    return time.perf_counter() - start
+
+
+def measure(module: SCFormerModule, batches: list, precision: str) -> tuple[float, float]:
+    """Seconds of training steps, then of inference, over ``batches``."""
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    module.train()
+    train = timed(partial(train_step, module, optimizer, precision=precision), batches)
+    module.eval()
+    infer = timed(partial(infer_step, module, precision=precision), batches)
+    return train, infer
+
+
+# ------------------------------------------------------------------------------ part A
+def grid() -> tuple[list[tuple], list[dict]]:
+    configs, skipped = [], []
+    for length in LENGTHS:
+        for width in WIDTHS:
+            for precision in PRECISIONS:
+                for attention in ATTENTIONS:
+                    reason = None
+                    if attention == "linear" and width != 256:
+                        reason = "linear attention only at width 256"
+                    elif length == 2048 and width != 256:
+                        reason = "length 2048 only at width 256"
+                    elif length == 1024 and width == 512 and precision == "bf16":
+                        reason = "width 512 x length 1024 only in fp32 (time)"
+                    if reason:
+                        skipped.append(
+                            {
+                                "length": length,
+                                "width": width,
+                                "precision": precision,
+                                "attention": attention,
+                                "reason": reason,
+                            }
+                        )
+                    else:
+                        configs.append((length, width, precision, attention, False))
+    configs += [(length, 256, "fp32", "sdpa", True) for length in (1024, 2048)]
+    return configs, skipped
+
+
+def part_a(quick: bool = False) -> dict:
+    configs, skipped = grid()
+    if quick:
+        configs = [c for c in configs if c[0] == 128 and c[1] == 128]
+    rng = np.random.default_rng(0)
+    rows = []
+    for length, width, precision, attention, checkpointing in configs:
+        module = build(width, attention)
+        module.encoder.gradient_checkpointing = checkpointing
+        n_cells = max(1, TOKENS_PER_BATCH // length)
+        batches = [minibatch(np.full(n_cells, length), length, rng) for _ in range(3)]
+        train_s, infer_s = measure(module, batches, precision)
+        memory = training_memory_mib(module, batches[0], precision)
+        train_flops = 3 * step_flops(module, (n_cells, length), True)
+        infer_flops = 3 * step_flops(module, (n_cells, length), False)
+        row = {
+            "length": length,
+            "width": width,
+            "precision": precision,
+            "attention": attention,
+            "gradient_checkpointing": checkpointing,
+            "cells_per_batch": n_cells,
+            "train_cells_per_s": round(3 * n_cells / train_s, 1),
+            "infer_cells_per_s": round(3 * n_cells / infer_s, 1),
+            "train_gflops": round(train_flops / train_s / 1e9, 1),
+            "infer_gflops": round(infer_flops / infer_s / 1e9, 1),
+            "train_activation_mib": memory["activations"],
+            "train_state_mib": memory["states"],
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"runs": rows, "skipped": skipped}
+
+
+# ------------------------------------------------------------------------------ part B
+def baron_lengths(max_seq_len: int, n_cells: int) -> np.ndarray:
+    """Token counts (``<cls>`` included) of real Baron cells over 2000 HVGs."""
+    adata = ad.read_h5ad(SHARED_DATA / "baron2016_human_pancreas_came.h5ad")
+    sc.pp.highly_variable_genes(adata, n_top_genes=2000, flavor="seurat_v3", subset=True)
+    expressed = np.asarray((adata.X > 0).sum(axis=1)).ravel()
+    expressed = expressed[expressed > 0]
+    chosen = np.random.default_rng(0).choice(expressed, n_cells, replace=False)
+    return np.minimum(chosen + 1, max_seq_len)
+
+
+def add_fractions(rows: list[dict], peaks: dict[str, float]) -> None:
+    """Achieved FLOP/s as a share of the matmul probe of the same dtype (and of fp32)."""
+    for row in rows:
+        for kind in ("train", "infer"):
+            achieved = row[f"{kind}_gflops"]
+            row[f"{kind}_fraction_of_peak"] = round(achieved / peaks[row["precision"]], 3)
+        row["train_fraction_of_fp32_peak"] = round(row["train_gflops"] / peaks["fp32"], 3)
+
+
+def part_b(max_seq_len: int = 512, n_cells: int = 640, batch_size: int = 32) -> dict:
+    lengths = baron_lengths(max_seq_len, n_cells)
+    torch.manual_seed(0)
+    orders = {
+        "pad_max": [
+            list(b)
+            for b in np.array_split(
+                np.random.default_rng(1).permutation(n_cells), n_cells // batch_size
+            )
+        ],
+        "random": [
+            list(b)
+            for b in np.array_split(
+                np.random.default_rng(1).permutation(n_cells), n_cells // batch_size
+            )
+        ],
+        "bucketed": list(LengthBucketSampler(lengths, batch_size)),
+    }
+    rng = np.random.default_rng(0)
+    real_tokens = int(lengths.sum())
+    rows = []
+    for precision in PRECISIONS:
+        for mode, order in orders.items():
+            batches = [
+                minibatch(
+                    lengths[idx], max_seq_len if mode == "pad_max" else int(lengths[idx].max()), rng
+                )
+                for idx in order
+            ]
+            executed = sum(b["gene_ids"].numel() for b in batches)
+            train_s, infer_s = measure(build(256, "sdpa"), batches, precision)
+            row = {
+                "precision": precision,
+                "mode": mode,
+                "executed_over_real_tokens": round(executed / real_tokens, 2),
+                "train_cells_per_s": round(n_cells / train_s, 1),
+                "infer_cells_per_s": round(n_cells / infer_s, 1),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    speedups = {}
+    for precision in PRECISIONS:
+        by_mode = {r["mode"]: r for r in rows if r["precision"] == precision}
+        for kind in ("train", "infer"):
+            bucketed = by_mode["bucketed"][f"{kind}_cells_per_s"]
+            for baseline in ("random", "pad_max"):
+                key = f"{precision}_{kind}_bucketed_over_{baseline}"
+                speedups[key] = round(bucketed / by_mode[baseline][f"{kind}_cells_per_s"], 2)
+    return {
+        "config": {
+            "cells": "Baron human, 2000 HVGs, random 640 cells",
+            "max_seq_len": max_seq_len,
+            "batch_size": batch_size,
+            "width": 256,
+            "n_layers": N_LAYERS,
+            "lengths_percentiles_10_50_90_max": np.percentile(lengths, [10, 50, 90, 100]).tolist(),
+        },
+        "runs": rows,
+        "speedups": speedups,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--part", choices=["A", "B"], default=None)
+    parser.add_argument("--quick", action="store_true", help="smoke test: one small config")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
+    probes_start = {"fp32": matmul_probe(torch.float32), "bf16": matmul_probe(torch.bfloat16)}
+    print("matmul probe GFLOP/s:", probes_start, flush=True)
+    payload: dict = {}
+    path = RESULTS / "throughput.json"
+    if args.part is not None and path.exists():
+        payload = {k: v for k, v in json.loads(path.read_text()).items() if k != "machine"}
+    if args.part in (None, "A"):
+        payload["compute"] = part_a(args.quick)
+    if args.part in (None, "B") and not args.quick:
+        payload["bucketing"] = part_b()
+    probes_end = {"fp32": matmul_probe(torch.float32), "bf16": matmul_probe(torch.bfloat16)}
+    # The machine is shared: the better of the two probes is its peak for this run.
+    peaks = {k: max(probes_start[k], probes_end[k]) for k in probes_start}
+    if "compute" in payload:
+        add_fractions(payload["compute"]["runs"], peaks)
+    payload["environment"] = {
+        "threads": args.threads,
+        "gpu": "none available in this session",
+        "load_average_1min_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
+        "matmul_probe_gflops_start": {k: round(v, 1) for k, v in probes_start.items()},
+        "matmul_probe_gflops_end": {k: round(v, 1) for k, v in probes_end.items()},
+        "model": {"n_layers": N_LAYERS, "head_dim": 64, "d_ff": "4 x width", "vocabulary": N_GENES},
+    }
+    write_results("throughput", payload)
+
+
+if __name__ == "__main__":
+    main()
