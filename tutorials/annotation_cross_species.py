@@ -41,21 +41,27 @@ ORTHOLOGS = DATA / "gene_matches_1v1_human2mouse.csv"
 LABELS = "cell_ontology_class"
 scvi.settings.seed = 0
 
+
+def prepare(adata: ad.AnnData, n_fast: int) -> ad.AnnData:
+    """Raw counts in a layer, highly variable genes; a subsample in FAST mode."""
+    if FAST:
+        adata = adata[np.random.default_rng(0).choice(adata.n_obs, n_fast, replace=False)]
+    adata = adata.copy()
+    adata.layers["counts"] = adata.X.copy()
+    sc.pp.highly_variable_genes(
+        adata, n_top_genes=500 if FAST else 2000, flavor="seurat_v3", layer="counts", subset=True
+    )
+    sc.pp.filter_cells(adata, min_counts=1)
+    return adata
+
+
 # %% [markdown]
 # ## Reference: human pancreas with a cell-type head
 # Registering `labels_key` adds a classification head, trained together with masked value
 # prediction.
 
 # %%
-human = scformer_scvi.datasets.baron_pancreas()
-if FAST:
-    human = human[np.random.default_rng(0).choice(human.n_obs, 600, replace=False)].copy()
-human.layers["counts"] = human.X.copy()
-sc.pp.highly_variable_genes(
-    human, n_top_genes=500 if FAST else 2000, flavor="seurat_v3", layer="counts", subset=True
-)
-sc.pp.filter_cells(human, min_counts=1)
-
+human = prepare(scformer_scvi.datasets.baron_pancreas(), n_fast=600)
 SCFormer.setup_anndata(human, layer="counts", batch_key="donor", labels_key=LABELS)
 size = (
     {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "max_seq_len": 64}
@@ -71,14 +77,7 @@ reference.train(max_epochs=2 if FAST else 12, batch_size=64)
 # human vocabulary knows hardly any mouse gene. `coverage` reports it.
 
 # %%
-mouse = ad.read_h5ad(DATA / "baron2016_mouse_pancreas_came.h5ad")
-if FAST:
-    mouse = mouse[np.random.default_rng(0).choice(mouse.n_obs, 400, replace=False)].copy()
-mouse.layers["counts"] = mouse.X.copy()
-sc.pp.highly_variable_genes(
-    mouse, n_top_genes=500 if FAST else 2000, flavor="seurat_v3", layer="counts", subset=True
-)
-sc.pp.filter_cells(mouse, min_counts=1)
+mouse = prepare(ad.read_h5ad(DATA / "baron2016_mouse_pancreas_came.h5ad"), n_fast=400)
 mouse_labels = mouse.obs.pop(LABELS).astype(str)  # kept aside to score the annotation
 
 pd.DataFrame(

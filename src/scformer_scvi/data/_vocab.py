@@ -187,10 +187,11 @@ class GeneVocab:
         """
         candidates: dict[str | None, int] = {None: self.coverage(adata.var_names)["n_known"]}
         for column in adata.var.columns:
-            if adata.var[column].dtype == object or isinstance(
-                adata.var[column].dtype, pd.CategoricalDtype
+            values = adata.var[column]
+            if isinstance(values.dtype, pd.CategoricalDtype) or not (
+                pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
             ):
-                candidates[column] = self.coverage(adata.var[column].astype(str))["n_known"]
+                candidates[column] = self.coverage(values.astype(str))["n_known"]
         best = max(candidates, key=lambda key: candidates[key])
         if candidates[best] == 0:
             raise ValueError(

@@ -131,7 +131,11 @@ def ortholog_sources(
             raise KeyError(
                 f"{name}={column!r} is not a column of the ortholog table (columns: {columns})."
             )
-    text = {c: table[c].astype(str) for c in table.columns if table[c].dtype == object}
+    text = {
+        c: table[c].astype(str)
+        for c in table.columns
+        if pd.api.types.is_object_dtype(table[c]) or pd.api.types.is_string_dtype(table[c])
+    }
     new_set = set(new_genes)
 
     def best(score, exclude=None) -> tuple[str | None, int]:
@@ -211,7 +215,8 @@ class TransferMixin:
         freeze_old
             Keep the existing rows bitwise unchanged in training (gradient hook plus a
             restore after each optimizer step, which undoes AdamW weight decay); new rows
-            train. Not saved with the model.
+            train. Not saved with the model, and a later ``expand_vocab`` call replaces the
+            token tensors, so pass ``freeze_old=True`` again there.
         source_column, target_column
             Columns of the ortholog table holding vocabulary genes and new genes; ``None``
             picks the columns that share the most names with each.
