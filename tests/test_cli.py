@@ -14,6 +14,7 @@ import yaml
 import scbank
 from scformer_scvi import SCFormer
 from scformer_scvi.cli import main, parse
+from scformer_scvi.cli._trainer import is_rank_zero
 from scformer_scvi.train import RecordSeenCells
 
 TINY = {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "max_seq_len": 64}
@@ -189,3 +190,21 @@ def test_console_script_help():
     assert result.returncode == 0, result.stderr
     assert "--task.name {integration,annotation,perturbation}" in result.stdout
     assert "--trainer.precision" in result.stdout and "--print_config" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "writes"),
+    [
+        ({}, True),
+        ({"LOCAL_RANK": "1", "SLURM_PROCID": "0"}, False),  # Lightning's child under SLURM
+        ({"RANK": "0", "LOCAL_RANK": "0"}, True),  # torchrun
+        ({"RANK": "4", "LOCAL_RANK": "0"}, False),  # torchrun, second node
+        ({"SLURM_PROCID": "5"}, False),  # srun task
+    ],
+)
+def test_only_global_rank_zero_writes_outputs(monkeypatch, env, writes):
+    for variable in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    assert is_rank_zero() is writes

@@ -257,7 +257,7 @@ class TrainerConfig:
     devices: int | str | list[int] = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32"
+    precision: int | str = "32"
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = 1.0
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"

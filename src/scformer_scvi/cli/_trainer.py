@@ -34,14 +34,18 @@ RUN_OUTPUTS = (CHECKPOINTS, "logs", "model", CONFIG_FILE, "run.json", "history.c
 def is_rank_zero() -> bool:
     """Whether this process writes the run's outputs (global rank 0).
 
-    Launchers tell a process its rank through the environment: torchrun sets ``RANK``, SLURM
-    ``SLURM_PROCID``, and Lightning's own launcher starts the other processes of a node with
-    ``LOCAL_RANK > 0`` (and nodes with ``NODE_RANK``). A process with none of them is alone.
+    Launchers tell a process its rank through the environment: Lightning's own launcher starts
+    the other processes of a node with ``LOCAL_RANK > 0`` (they inherit the rest of the
+    environment, SLURM's variables included), torchrun sets ``RANK``, ``srun`` sets
+    ``SLURM_PROCID``. A process with none of them is alone.
     """
+    env = os.environ
+    if int(env.get("LOCAL_RANK", 0)) > 0 or int(env.get("NODE_RANK", 0)) > 0:
+        return False
     for variable in ("RANK", "SLURM_PROCID"):
-        if variable in os.environ:
-            return int(os.environ[variable]) == 0
-    return all(int(os.environ.get(v, 0)) == 0 for v in ("LOCAL_RANK", "NODE_RANK"))
+        if variable in env:
+            return int(env[variable]) == 0
+    return True
 
 
 def prepare_output_dir(output_dir: str, resume: str | None, overwrite: bool) -> Path:
