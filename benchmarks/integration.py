@@ -239,7 +239,7 @@ def embed_scvi(data: Dataset, seed: int, quick: bool, config: dict = SCVI) -> np
     return model.get_latent_representation()
 
 
-def embed_scformer(data: Dataset, seed: int, quick: bool, config: dict = SCFORMER) -> np.ndarray:
+def train_scformer(data: Dataset, seed: int, quick: bool, config: dict = SCFORMER) -> SCFormer:
     scvi.settings.seed = seed
     adata = data.adata.copy()
     # No labels_key: with labels, scFormer would also train a supervised cell-type head.
@@ -250,7 +250,22 @@ def embed_scformer(data: Dataset, seed: int, quick: bool, config: dict = SCFORME
         train["max_epochs"] = 2
     model = SCFormer(adata, **model_kwargs)
     model.train(**train, enable_progress_bar=False)
-    return model.get_latent_representation()
+    return model
+
+
+def embed_scformer(data: Dataset, seed: int, quick: bool, config: dict = SCFORMER) -> np.ndarray:
+    return train_scformer(data, seed, quick, config).get_latent_representation()
+
+
+def destandardise(model: SCFormer, latent: np.ndarray) -> np.ndarray:
+    """Undo the per-dimension standardisation of the cell embedding (a tuning diagnostic).
+
+    The module's last step is a batch norm without affine parameters; its running statistics
+    give back the pooled token states up to nothing but this affine map.
+    """
+    norm = model.module.cell_norm
+    scale = np.sqrt(norm.running_var.cpu().numpy() + norm.eps)
+    return latent * scale + norm.running_mean.cpu().numpy()
 
 
 METHODS: dict[str, Callable[[Dataset, int, bool], np.ndarray]] = {
@@ -300,19 +315,28 @@ def score(
     return results.astype(float)
 
 
-def summarise(per_seed: list[pd.DataFrame]) -> dict[str, dict[str, dict[str, float]]]:
-    """``{method: {metric: {"mean", "sd"}}}`` over seeds (sd: sample sd, ddof=1)."""
+def summarise(per_seed: list[pd.DataFrame]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """``{method: {metric: {"mean", "sd"}}}`` over seeds (sample sd; ``None`` for one seed)."""
     stacked = pd.concat(per_seed, keys=range(len(per_seed)))
     order = list(per_seed[0].index)
     mean = stacked.groupby(level=1).mean().loc[order]
-    sd = stacked.groupby(level=1).std(ddof=1).loc[order] if len(per_seed) > 1 else mean * np.nan
+    sd = stacked.groupby(level=1).std(ddof=1).loc[order]
     return {
         method: {
-            metric: {"mean": float(mean.loc[method, metric]), "sd": float(sd.loc[method, metric])}
+            metric: {
+                "mean": float(mean.loc[method, metric]),
+                "sd": float(sd.loc[method, metric]) if len(per_seed) > 1 else None,
+            }
             for metric in mean.columns
         }
         for method in mean.index
     }
+
+
+def mean_sd(value: dict[str, float | None]) -> str:
+    """``"0.712 ± 0.004"`` (or just the mean for one seed)."""
+    sd = "" if value["sd"] is None else f" ± {value['sd']:.3f}"
+    return f"{value['mean']:.3f}{sd}"
 
 
 def plot_umaps(data: Dataset, embeddings: dict[str, np.ndarray], path: Path, seed: int) -> None:
@@ -400,7 +424,7 @@ def print_summary(results: dict) -> None:
         print(f"\n{dataset} ({result['n_cells_scored']} cells scored, seeds {result['seeds']})")
         for method, metrics in result["summary"].items():
             parts = [
-                f"{key} {metrics[key]['mean']:.3f} ± {metrics[key]['sd']:.3f}"
+                f"{key} {mean_sd(metrics[key])}"
                 for key in ("Total", "Bio conservation", "Batch correction")
                 if key in metrics
             ]
@@ -408,44 +432,49 @@ def print_summary(results: dict) -> None:
 
 
 def tune(names: list[str], seeds: tuple[int, ...]) -> None:
-    """Score scFormer variants (:data:`TUNING`) and the baselines on Baron; append the log."""
-    log = json.loads(TUNING_PATH.read_text()) if TUNING_PATH.exists() else {}
-    log.setdefault("dataset", "baron")
-    log.setdefault("seeds", list(seeds))
-    runs = log.setdefault("runs", {})
+    """Score scFormer variants (:data:`TUNING`) and the baselines on Baron; append the log.
+
+    scFormer variants are also scored with their embedding de-standardised
+    (:func:`destandardise`), as ``"<name> (raw)"``: evidence for the model's defaults.
+    """
     data = prepare("baron")
     for name in names:
-        if name in ("scVI", "Harmony", "PCA"):
-            config, method = None, METHODS[name]
-        else:
-            override = TUNING[name]
+        per_seed, seconds = [], []
+        config = None
+        if name not in ("scVI", "Harmony", "PCA"):
             config = copy.deepcopy(SCFORMER)
             for part in ("model", "train"):
-                config[part].update(override.get(part, {}))
-
-            def method(data, seed, quick, config=config):
-                return embed_scformer(data, seed, quick, config)
-
-        per_seed, seconds = [], []
+                config[part].update(TUNING[name].get(part, {}))
         for seed in seeds:
             started = time.perf_counter()
-            embedding = method(data, seed, False)
+            if config is None:
+                embeddings = {name: METHODS[name](data, seed, False)}
+            else:
+                model = train_scformer(data, seed, False, config)
+                latent = model.get_latent_representation()
+                embeddings = {name: latent, f"{name} (raw)": destandardise(model, latent)}
             seconds.append(round(time.perf_counter() - started, 1))
-            per_seed.append(score(data, {name: embedding}))
-        summary = summarise(per_seed)[name]
-        runs[name] = {
-            "config": config,
-            "seconds": seconds,
-            "per_seed": [frame.loc[name].to_dict() for frame in per_seed],
-            **{f"{key} mean": summary[key]["mean"] for key in
-               ("Total", "Bio conservation", "Batch correction")},
-        }  # fmt: skip
-        print(
-            f"{name}: Total {summary['Total']['mean']:.3f} ± {summary['Total']['sd']:.3f}, bio "
-            f"{summary['Bio conservation']['mean']:.3f}, batch "
-            f"{summary['Batch correction']['mean']:.3f} ({seconds} s)",
-            flush=True,
-        )
+            per_seed.append(score(data, embeddings))
+        # Re-read the log: it is only ever appended to, one tuning run at a time.
+        log = json.loads(TUNING_PATH.read_text()) if TUNING_PATH.exists() else {}
+        log.setdefault("dataset", "baron")
+        runs = log.setdefault("runs", {})
+        for key in embeddings:
+            summary = summarise(per_seed)[key]
+            runs[key] = {
+                "config": config,
+                "seeds": list(seeds),
+                "seconds": seconds,
+                "per_seed": [frame.loc[key].to_dict() for frame in per_seed],
+                **{f"{metric} mean": summary[metric]["mean"] for metric in
+                   ("Total", "Bio conservation", "Batch correction")},
+            }  # fmt: skip
+            print(
+                f"{key}: Total {mean_sd(summary['Total'])}, "
+                f"bio {summary['Bio conservation']['mean']:.3f}, batch "
+                f"{summary['Batch correction']['mean']:.3f} ({seconds} s)",
+                flush=True,
+            )
         RESULTS.mkdir(parents=True, exist_ok=True)
         TUNING_PATH.write_text(json.dumps(log, indent=2) + "\n")
 

@@ -28,10 +28,13 @@ allocator keeps freed memory).
 
 torch runs with one thread by default: on this shared 2-core machine, two threads waited on
 each other whenever another process held a core (a small training step took 0.95 s with two
-threads and 7 ms with one). ``--threads 2`` measures both cores.
+threads and 7 ms with one). ``--threads 2`` measures both cores. Rates are per second of
+CPU time of that thread (``time.process_time``), which leaves out the time other processes
+held the core; wall-clock rates are recorded too (``*_wall``). The matmul probe is timed the
+same way.
 
 Run: ``.venv/bin/python benchmarks/throughput.py [--threads N] [--part A|B]``; writes
-``results/throughput.json``.
+``results/throughput.json``; ``--tables`` prints it as the markdown tables of docs/scale.md.
 """
 
 from __future__ import annotations
@@ -64,14 +67,14 @@ ATTENTIONS = ("sdpa", "linear")
 
 # ------------------------------------------------------------------------------ measurement
 def matmul_probe(dtype: torch.dtype, n: int = 2048, repeats: int = 6) -> float:
-    """Best ``torch.mm`` rate in GFLOP/s for ``n x n`` matrices of ``dtype``."""
+    """Best ``torch.mm`` rate in GFLOP/s (per CPU second) for ``n x n`` matrices of ``dtype``."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return 2 * n**3 / best / 1e9
 
 
@@ -181,18 +184,18 @@ def infer_step(module: SCFormerModule, tensors: dict, precision: str) -> None:
         module.inference(**module._get_inference_input(tensors))
 
 
-def timed(function, batches: list, warmup: int = 1) -> float:
-    """Seconds per pass over ``batches``, after ``warmup`` batches."""
+def timed(function, batches: list, warmup: int = 1) -> np.ndarray:
+    """CPU and wall-clock seconds of a pass over ``batches``, after ``warmup`` batches."""
     for tensors in batches[:warmup]:
         function(tensors)
-    start = time.perf_counter()
+    cpu, wall = time.process_time(), time.perf_counter()
     for tensors in batches:
         function(tensors)
-    return time.perf_counter() - start
+    return np.array([time.process_time() - cpu, time.perf_counter() - wall])
 
 
-def measure(module: SCFormerModule, batches: list, precision: str) -> tuple[float, float]:
-    """Seconds of training steps, then of inference, over ``batches``."""
+def measure(module: SCFormerModule, batches: list, precision: str) -> tuple[np.ndarray, ...]:
+    """(CPU, wall) seconds of training steps, then of inference, over ``batches``."""
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
     module.train()
     train = timed(partial(train_step, module, optimizer, precision=precision), batches)
@@ -242,7 +245,7 @@ def part_a(quick: bool = False) -> dict:
         module.encoder.gradient_checkpointing = checkpointing
         n_cells = max(1, TOKENS_PER_BATCH // length)
         batches = [minibatch(np.full(n_cells, length), length, rng) for _ in range(3)]
-        train_s, infer_s = measure(module, batches, precision)
+        (train_s, train_wall), (infer_s, infer_wall) = measure(module, batches, precision)
         memory = training_memory_mib(module, batches[0], precision)
         train_flops = 3 * step_flops(module, (n_cells, length), True)
         infer_flops = 3 * step_flops(module, (n_cells, length), False)
@@ -255,6 +258,8 @@ def part_a(quick: bool = False) -> dict:
             "cells_per_batch": n_cells,
             "train_cells_per_s": round(3 * n_cells / train_s, 1),
             "infer_cells_per_s": round(3 * n_cells / infer_s, 1),
+            "train_cells_per_s_wall": round(3 * n_cells / train_wall, 1),
+            "infer_cells_per_s_wall": round(3 * n_cells / infer_wall, 1),
             "train_gflops": round(train_flops / train_s / 1e9, 1),
             "infer_gflops": round(infer_flops / infer_s / 1e9, 1),
             "train_activation_mib": memory["activations"],
@@ -288,40 +293,47 @@ def add_fractions(rows: list[dict], peaks: dict[str, float]) -> None:
 def part_b(max_seq_len: int = 512, n_cells: int = 640, batch_size: int = 32) -> dict:
     lengths = baron_lengths(max_seq_len, n_cells)
     torch.manual_seed(0)
+    shuffled = np.array_split(np.random.default_rng(1).permutation(n_cells), n_cells // batch_size)
     orders = {
-        "pad_max": [
-            list(b)
-            for b in np.array_split(
-                np.random.default_rng(1).permutation(n_cells), n_cells // batch_size
-            )
-        ],
-        "random": [
-            list(b)
-            for b in np.array_split(
-                np.random.default_rng(1).permutation(n_cells), n_cells // batch_size
-            )
-        ],
+        "pad_max": shuffled,
+        "random": shuffled,
         "bucketed": list(LengthBucketSampler(lengths, batch_size)),
     }
     rng = np.random.default_rng(0)
     real_tokens = int(lengths.sum())
     rows = []
     for precision in PRECISIONS:
+        batches, train, infer = {}, {}, {}
         for mode, order in orders.items():
-            batches = [
-                minibatch(
-                    lengths[idx], max_seq_len if mode == "pad_max" else int(lengths[idx].max()), rng
-                )
-                for idx in order
+            batches[mode] = [
+                minibatch(lengths[i], max_seq_len if mode == "pad_max" else lengths[i].max(), rng)
+                for i in order
             ]
-            executed = sum(b["gene_ids"].numel() for b in batches)
-            train_s, infer_s = measure(build(256, "sdpa"), batches, precision)
+            module = build(256, "sdpa")
+            optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+            train[mode] = partial(train_step, module, optimizer, precision=precision)
+            infer[mode] = partial(infer_step, module, precision=precision)
+            train[mode](batches[mode][0])  # warm-up
+        # Interleaved, one minibatch of each mode in turn, so that load from other processes
+        # on this shared machine falls on all modes alike.
+        seconds = {mode: np.zeros(4) for mode in orders}
+        for step in range(len(orders["random"])):
+            for mode in orders:
+                seconds[mode][:2] += timed(train[mode], [batches[mode][step]], warmup=0)
+        for step in range(len(orders["random"])):
+            for mode in orders:
+                seconds[mode][2:] += timed(infer[mode], [batches[mode][step]], warmup=0)
+        for mode in orders:
+            executed = sum(b["gene_ids"].numel() for b in batches[mode])
+            train_cpu, train_wall, infer_cpu, infer_wall = seconds[mode]
             row = {
                 "precision": precision,
                 "mode": mode,
                 "executed_over_real_tokens": round(executed / real_tokens, 2),
-                "train_cells_per_s": round(n_cells / train_s, 1),
-                "infer_cells_per_s": round(n_cells / infer_s, 1),
+                "train_cells_per_s": round(n_cells / train_cpu, 1),
+                "infer_cells_per_s": round(n_cells / infer_cpu, 1),
+                "train_cells_per_s_wall": round(n_cells / train_wall, 1),
+                "infer_cells_per_s_wall": round(n_cells / infer_wall, 1),
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -347,12 +359,52 @@ def part_b(max_seq_len: int = 512, n_cells: int = 640, batch_size: int = 32) -> 
     }
 
 
+def tables(payload: dict) -> str:
+    """Markdown tables of the results (for docs/scale.md)."""
+    env = payload["environment"]
+    peaks = {
+        k: max(env["matmul_probe_gflops_start"][k], env["matmul_probe_gflops_end"][k])
+        for k in ("fp32", "bf16")
+    }
+    lines = [
+        f"Matmul probe (one thread): fp32 {peaks['fp32']:.0f} GFLOP/s, "
+        f"bf16 {peaks['bf16']:.0f} GFLOP/s.",
+        "",
+        "| length | width | precision | attention | train cells/s | infer cells/s "
+        "| train GFLOP/s | share of matmul peak (same dtype / fp32) | activations MiB |",
+        "|---:|---:|---|---|---:|---:|---:|---|---:|",
+    ]
+    for r in payload["compute"]["runs"]:
+        attention = r["attention"] + (" + checkpointing" if r["gradient_checkpointing"] else "")
+        lines.append(
+            f"| {r['length']} | {r['width']} | {r['precision']} | {attention} "
+            f"| {r['train_cells_per_s']} | {r['infer_cells_per_s']} | {r['train_gflops']} "
+            f"| {r['train_fraction_of_peak']:.2f} / {r['train_fraction_of_fp32_peak']:.2f} "
+            f"| {r['train_activation_mib']:.0f} |"
+        )
+    lines += [
+        "",
+        "| precision | minibatches | executed / real tokens | train cells/s | infer cells/s |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in payload["bucketing"]["runs"]:
+        lines.append(
+            f"| {r['precision']} | {r['mode']} | {r['executed_over_real_tokens']} "
+            f"| {r['train_cells_per_s']} | {r['infer_cells_per_s']} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--part", choices=["A", "B"], default=None)
     parser.add_argument("--quick", action="store_true", help="smoke test: one small config")
+    parser.add_argument("--tables", action="store_true", help="print the saved results")
     args = parser.parse_args()
+    if args.tables:
+        print(tables(json.loads((RESULTS / "throughput.json").read_text())))
+        return
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     probes_start = {"fp32": matmul_probe(torch.float32), "bf16": matmul_probe(torch.bfloat16)}

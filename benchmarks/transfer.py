@@ -1,48 +1,51 @@
 """Transfer benchmark: cell-type annotation across donors and across species.
 
+scFormer, like scVI for scANVI, is first fitted self-supervised (no labels) to all Baron human
+cells, once per seed; every labelled task then fine-tunes a copy of it with a cell-type head
+(``SCFormer.load_query_data(..., freeze=False, labels_key=...)``).
+
 (a) Baron human pancreas, leave one donor out (4 folds): the cell types of the held-out donor
-    are predicted from the other three donors' labels. Methods:
+    are predicted from the other three donors' labels.
 
-    - scFormer head: scFormer trained on the three donors with ``labels_key`` (masked value
-      prediction + the classification head), ``model.predict`` on the held-out donor;
-    - scFormer kNN: :func:`scformer_scvi.tools.knn_label_transfer` on the same model's
-      embedding (reference = training donors);
-    - scANVI: ``SCANVI.from_scvi_model`` on an scVI fitted to all cells (held-out donor
-      unlabelled), as in scvi-tools' tutorials; scVI and scANVI see the held-out cells;
-    - kNN on PCA: 50 principal components of log-normalised highly variable genes (fitted on
-      all cells), same kNN vote.
+    - scFormer head: the pretrained model fine-tuned on the three donors with the
+      classification head (plus masked value prediction), ``predict`` on the held-out donor;
+    - scFormer kNN: :func:`scformer_scvi.tools.knn_label_transfer` on that model's embedding;
+    - scFormer kNN (self-supervised): the same vote on the pretrained, label-free embedding;
+    - scANVI: ``SCANVI.from_scvi_model`` on an scVI fitted to all cells, the held-out donor
+      unlabelled, as in scvi-tools' tutorials;
+    - kNN on PCA: 50 principal components of the scaled log-normalised genes (all cells).
 
-    scFormer never sees the held-out donor in training; scANVI (semi-supervised) and PCA do.
+    All methods see the held-out cells' counts (self-supervised pretraining, scVI, PCA); none
+    sees their labels.
 
-(b) Cross-species: reference Baron human, query Baron mouse; cell types are scored on the mouse
-    cells whose type also exists in human (``cell_ontology_class``). Mouse labels are never
-    used for training.
+(b) Cross-species: reference Baron human, query Baron mouse; scored on the mouse cells whose
+    ``cell_ontology_class`` also exists in human. Mouse labels are never used for training.
 
-    - expansion: scFormer reference on 2000 human HVGs; the mouse query (2000 mouse HVGs plus
-      the mouse orthologs of the reference genes) is mapped with ``load_query_data``: mouse
-      genes become new tokens initialised from their 1:1 human ortholog
-      (``gene_matches_1v1_human2mouse.csv``), the mean embedding when there is none, and only
-      they are fine-tuned on the mouse cells (``freeze=True``), by masked value prediction.
-      Reported before ("zero-shot") and after fine-tuning;
-    - ortholog-restricted: both species restricted to 1:1 orthologs, mouse genes renamed to
-      their human ortholog; scFormer trained on human (2000 HVGs among the orthologs) predicts
-      mouse directly; scANVI on human + mouse over the same genes (mouse unlabelled).
+    - scFormer expansion: the pretrained model fine-tuned with labels on all human cells (2000
+      HVGs); the mouse query (2000 mouse HVGs plus the mouse orthologs of the reference genes)
+      is mapped with ``load_query_data(freeze=True)``: mouse genes become new tokens initialised
+      from their 1:1 human ortholog (``gene_matches_1v1_human2mouse.csv``) or, without one,
+      the mean embedding; only they are then trained, by masked value prediction on the mouse
+      cells. Scored before ("zero-shot") and after this fine-tuning;
+    - scFormer restricted: both species restricted to 1:1 orthologs (the human HVGs that have
+      one; mouse genes renamed to their human ortholog); the pretrained model is fine-tuned
+      with labels on human cells over those genes and predicts the mouse cells directly;
+    - scANVI restricted: scVI + scANVI on human + mouse cells over the same genes (mouse
+      unlabelled). scANVI has no counterpart of vocabulary expansion (scArches query mapping
+      needs the reference's genes), so it appears in the restricted setting only.
 
-    scANVI has no counterpart of vocabulary expansion (scArches query mapping needs the
-    reference genes), so it appears in the restricted setting only.
-
-Accuracy and macro-F1 (over the classes present in truth or prediction) per fold/seed; means
-and standard deviations over seeds of the per-seed means. Run:
+Accuracy and macro-F1 (over the classes present in truth or prediction), per fold and seed;
+summaries are means and standard deviations over seeds of the per-seed means. Run:
 ``.venv/bin/python benchmarks/transfer.py [--quick] [--parts a b] [--seeds 0 1 2]``; writes
-``results/transfer.json``.
+``results/transfer.json`` (``transfer_quick.json`` with ``--quick``).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 import warnings
+from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
@@ -63,25 +66,33 @@ K = 15
 ORTHOLOGS = SHARED_DATA / "gene_matches_1v1_human2mouse.csv"
 HUMAN_COLUMN, MOUSE_COLUMN = "human.gene.name", "gene.name"
 
-SCFORMER = {
-    "model": {
-        "d_model": 128,
-        "n_heads": 4,
-        "n_layers": 2,
-        "d_ff": 256,
-        "max_seq_len": 256,
-        "n_zero_genes": 64,
-    },
-    "train": {"max_epochs": 8, "batch_size": 64},
-    "query_epochs": 4,
+# The README demo configuration; epochs are set by the time budget (see the module docstring).
+SCFORMER_MODEL = {
+    "d_model": 128,
+    "n_heads": 4,
+    "n_layers": 2,
+    "d_ff": 256,
+    "max_seq_len": 256,
+    "n_zero_genes": 64,
 }
+EPOCHS = {"pretrain": 10, "fine_tune": 2, "query": 2}
 SCVI_MODEL = {"n_latent": 30, "n_layers": 2}
 SCVI_EPOCHS, SCANVI_EPOCHS = 200, 20
-QUICK = {
-    "model": {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "max_seq_len": 64},
-    "max_epochs": 1,
-    "scvi_epochs": 2,
-}
+QUICK_MODEL = {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "max_seq_len": 64}
+
+
+@dataclass
+class Settings:
+    model: dict
+    epochs: dict
+    scvi_epochs: int
+    scanvi_epochs: int
+
+    @classmethod
+    def make(cls, quick: bool) -> Settings:
+        if quick:
+            return cls({**SCFORMER_MODEL, **QUICK_MODEL}, dict.fromkeys(EPOCHS, 1), 2, 2)
+        return cls(dict(SCFORMER_MODEL), dict(EPOCHS), SCVI_EPOCHS, SCANVI_EPOCHS)
 
 
 def scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -91,7 +102,8 @@ def scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     }
 
 
-def with_counts(adata: ad.AnnData) -> ad.AnnData:
+def read(name: str) -> ad.AnnData:
+    adata = ad.read_h5ad(SHARED_DATA / name)
     adata.X = adata.X.astype(np.float32)
     adata.layers["counts"] = adata.X.copy()
     return adata
@@ -100,51 +112,60 @@ def with_counts(adata: ad.AnnData) -> ad.AnnData:
 def hvg(adata: ad.AnnData, n: int = N_TOP_GENES) -> ad.AnnData:
     adata = adata.copy()
     sc.pp.highly_variable_genes(adata, n_top_genes=n, flavor="seurat_v3", layer="counts")
-    adata = adata[:, adata.var["highly_variable"]].copy()
-    sc.pp.filter_cells(adata, min_counts=1)
-    return adata
+    return adata[:, adata.var["highly_variable"]].copy()
+
+
+def expressing(*datasets: ad.AnnData) -> np.ndarray:
+    """Cells with at least one count in every dataset (same cells, other gene panels)."""
+    return np.logical_and.reduce(
+        [np.asarray(d.layers["counts"].sum(axis=1)).ravel() > 0 for d in datasets]
+    )
 
 
 # ------------------------------------------------------------------------------- methods
-def scformer_config(quick: bool) -> tuple[dict, dict, int]:
-    model, train = dict(SCFORMER["model"]), dict(SCFORMER["train"])
-    query_epochs = SCFORMER["query_epochs"]
-    if quick:
-        model.update(QUICK["model"])
-        train["max_epochs"] = query_epochs = QUICK["max_epochs"]
-    return model, train, query_epochs
-
-
-def train_scformer(adata: ad.AnnData, seed: int, quick: bool) -> SCFormer:
+def pretrain(adata: ad.AnnData, seed: int, settings: Settings) -> SCFormer:
+    """Self-supervised scFormer on all cells (masked value prediction, no labels)."""
     scvi.settings.seed = seed
-    model_kwargs, train, _ = scformer_config(quick)
-    SCFormer.setup_anndata(adata, layer="counts", batch_key=BATCH, labels_key=LABELS)
-    model = SCFormer(adata, **model_kwargs)
-    model.train(**train, enable_progress_bar=False)
+    adata = adata.copy()
+    SCFormer.setup_anndata(adata, layer="counts", batch_key=BATCH)
+    model = SCFormer(adata, **settings.model)
+    model.train(max_epochs=settings.epochs["pretrain"], batch_size=64, enable_progress_bar=False)
     return model
 
 
-def scanvi_predict(adata: ad.AnnData, labelled: np.ndarray, seed: int, quick: bool) -> np.ndarray:
-    """scVI on all cells, then scANVI with the unlabelled cells' labels hidden."""
+def fine_tune(adata: ad.AnnData, pretrained: SCFormer, seed: int, settings: Settings) -> SCFormer:
+    """The pretrained model with a cell-type head, fine-tuned on labelled cells."""
+    scvi.settings.seed = seed
+    model = SCFormer.load_query_data(adata.copy(), pretrained, freeze=False, labels_key=LABELS)
+    model.train(max_epochs=settings.epochs["fine_tune"], batch_size=64, enable_progress_bar=False)
+    return model
+
+
+def fit_scvi(adata: ad.AnnData, seed: int, settings: Settings) -> scvi.model.SCVI:
     scvi.settings.seed = seed
     adata = adata.copy()
-    adata.obs["scanvi_labels"] = np.where(labelled, adata.obs[LABELS].astype(str), UNKNOWN)
     scvi.model.SCVI.setup_anndata(adata, layer="counts", batch_key=BATCH)
-    vae = scvi.model.SCVI(adata, **SCVI_MODEL)
-    epochs = QUICK["scvi_epochs"] if quick else SCVI_EPOCHS
-    vae.train(max_epochs=epochs, enable_progress_bar=False)
+    model = scvi.model.SCVI(adata, **SCVI_MODEL)
+    model.train(max_epochs=settings.scvi_epochs, enable_progress_bar=False)
+    return model
+
+
+def scanvi_predict(
+    vae: scvi.model.SCVI, labels: np.ndarray, labelled: np.ndarray, seed: int, settings: Settings
+) -> np.ndarray:
+    """scANVI from a fitted scVI, labels of the ``~labelled`` cells hidden; their predictions."""
+    scvi.settings.seed = seed
+    adata = vae.adata.copy()
+    adata.obs["scanvi_labels"] = np.where(labelled, labels, UNKNOWN)
     model = scvi.model.SCANVI.from_scvi_model(
-        vae, unlabeled_category=UNKNOWN, labels_key="scanvi_labels"
+        vae, unlabeled_category=UNKNOWN, labels_key="scanvi_labels", adata=adata
     )
-    model.train(
-        max_epochs=QUICK["scvi_epochs"] if quick else SCANVI_EPOCHS, enable_progress_bar=False
-    )
+    model.train(max_epochs=settings.scanvi_epochs, enable_progress_bar=False)
     return np.asarray(model.predict(adata[~labelled])).astype(str)
 
 
 def pca_embedding(adata: ad.AnnData) -> np.ndarray:
     normalised = adata.copy()
-    normalised.X = normalised.layers["counts"].copy()
     sc.pp.normalize_total(normalised, target_sum=1e4)
     sc.pp.log1p(normalised)
     sc.pp.scale(normalised, max_value=10)
@@ -152,158 +173,173 @@ def pca_embedding(adata: ad.AnnData) -> np.ndarray:
     return normalised.obsm["X_pca"]
 
 
+def knn(ref: np.ndarray, labels: np.ndarray, query: np.ndarray) -> np.ndarray:
+    return knn_label_transfer(ref, labels, query, k=K)["label"].to_numpy()
+
+
 # ------------------------------------------------------------------------------- (a)
-def part_a(seeds: list[int], quick: bool) -> dict:
-    adata = hvg(with_counts(ad.read_h5ad(SHARED_DATA / "baron2016_human_pancreas_came.h5ad")))
-    truth = adata.obs[LABELS].astype(str).to_numpy()
-    donors = sorted(adata.obs[BATCH].unique())
-    if quick:
-        donors = donors[:1]
-    pca = pca_embedding(adata)
+def part_a(human: ad.AnnData, pretrained: SCFormer, seed: int, settings: Settings, quick: bool):
+    truth = human.obs[LABELS].astype(str).to_numpy()
+    pca = pca_embedding(human)
+    z = pretrained.get_latent_representation()
+    start = time.perf_counter()
+    vae = fit_scvi(human, seed, settings)
+    scvi_seconds = time.perf_counter() - start
     runs = []
-    for seed in seeds:
-        for donor in donors:
-            test = (adata.obs[BATCH] == donor).to_numpy()
-            start = time.perf_counter()
-            model = train_scformer(adata[~test].copy(), seed, quick)
-            scformer_s = time.perf_counter() - start
-            held_out = adata[test].copy()
-            head = model.predict(held_out)
-            knn = knn_label_transfer(
-                model.get_latent_representation(),
-                truth[~test],
-                model.get_latent_representation(held_out),
-                k=K,
-            )["label"].to_numpy()
-            start = time.perf_counter()
-            scanvi = scanvi_predict(adata, ~test, seed, quick)
-            scanvi_s = time.perf_counter() - start
-            pca_knn = knn_label_transfer(pca[~test], truth[~test], pca[test], k=K)["label"]
-            run = {
-                "seed": seed,
-                "held_out": donor,
-                "n_cells": int(test.sum()),
-                "scFormer head": scores(truth[test], head),
-                "scFormer kNN": scores(truth[test], knn),
-                "scANVI": scores(truth[test], scanvi),
-                "kNN on PCA": scores(truth[test], pca_knn.to_numpy()),
-                "seconds": {"scFormer": round(scformer_s), "scANVI": round(scanvi_s)},
-            }
-            print(run, flush=True)
-            runs.append(run)
-    methods = ["scFormer head", "scFormer kNN", "scANVI", "kNN on PCA"]
-    return {"runs": runs, "summary": summarise(runs, methods)}
+    for donor in sorted(human.obs[BATCH].unique())[: 1 if quick else None]:
+        test = (human.obs[BATCH] == donor).to_numpy()
+        start = time.perf_counter()
+        tuned = fine_tune(human[~test], pretrained, seed, settings)
+        held_out = human[test].copy()
+        head = tuned.predict(held_out)
+        tuned_knn = knn(
+            tuned.get_latent_representation(),
+            truth[~test],
+            tuned.get_latent_representation(held_out),
+        )
+        tune_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        scanvi = scanvi_predict(vae, truth, ~test, seed, settings)
+        scanvi_seconds = time.perf_counter() - start + scvi_seconds / 4
+        run = {
+            "seed": seed,
+            "held_out": donor,
+            "n_cells": int(test.sum()),
+            "scFormer head": scores(truth[test], head),
+            "scFormer kNN": scores(truth[test], tuned_knn),
+            "scFormer kNN (self-supervised)": scores(
+                truth[test], knn(z[~test], truth[~test], z[test])
+            ),
+            "scANVI": scores(truth[test], scanvi),
+            "kNN on PCA": scores(truth[test], knn(pca[~test], truth[~test], pca[test])),
+            "seconds": {"scFormer fine-tune": round(tune_seconds), "scANVI": round(scanvi_seconds)},
+        }
+        print(run, flush=True)
+        runs.append(run)
+    return runs
 
 
 # ------------------------------------------------------------------------------- (b)
-def part_b(seeds: list[int], quick: bool) -> dict:
-    human = with_counts(ad.read_h5ad(SHARED_DATA / "baron2016_human_pancreas_came.h5ad"))
-    mouse = with_counts(ad.read_h5ad(SHARED_DATA / "baron2016_mouse_pancreas_came.h5ad"))
+@dataclass
+class Species:
+    """The panels of part (b): expansion (own genes) and ortholog-restricted (human names)."""
+
+    human_expansion: ad.AnnData
+    mouse_expansion: ad.AnnData
+    human_restricted: ad.AnnData
+    mouse_restricted: ad.AnnData
+    mouse_truth: np.ndarray
+    scored: np.ndarray
+    shared: list[str]
+
+
+def species_panels(human: ad.AnnData) -> Species:
+    mouse = read("baron2016_mouse_pancreas_came.h5ad")
     table = pd.read_csv(ORTHOLOGS, dtype=str)
-    table = table[
-        table[HUMAN_COLUMN].isin(human.var_names) & table[MOUSE_COLUMN].isin(mouse.var_names)
-    ]
-    to_human = dict(zip(table[MOUSE_COLUMN], table[HUMAN_COLUMN], strict=True))
-    shared = sorted(set(human.obs[LABELS].astype(str)) & set(mouse.obs[LABELS].astype(str)))
-    mouse_truth = mouse.obs[LABELS].astype(str).to_numpy()
-    scored = np.isin(mouse_truth, shared)
-
-    # Expansion: human HVGs; mouse HVGs + mouse orthologs of those genes.
-    human_exp = hvg(human)
+    in_both = table[HUMAN_COLUMN].isin(human.var_names) & table[MOUSE_COLUMN].isin(mouse.var_names)
+    to_human = dict(zip(table[MOUSE_COLUMN][in_both], table[HUMAN_COLUMN][in_both], strict=True))
+    reference_genes = set(human.var_names)
     mouse_genes = set(hvg(mouse).var_names) | {
-        m for m, h in to_human.items() if h in set(human_exp.var_names)
+        m for m, h in to_human.items() if h in reference_genes
     }
-    mouse_exp = mouse[:, [g for g in mouse.var_names if g in mouse_genes]].copy()
-    keep = np.asarray(mouse_exp.layers["counts"].sum(axis=1)).ravel() > 0
-    # Restricted: 1:1 orthologs only, mouse genes renamed to human symbols.
-    human_res = hvg(human[:, table[HUMAN_COLUMN].to_numpy()].copy())
-    mouse_res = mouse[:, [m for m, h in to_human.items() if h in set(human_res.var_names)]].copy()
-    mouse_res.var_names = [to_human[m] for m in mouse_res.var_names]
-    mouse_res = mouse_res[:, human_res.var_names].copy()
-    keep &= np.asarray(mouse_res.layers["counts"].sum(axis=1)).ravel() > 0
-    mouse_exp, mouse_res, truth = mouse_exp[keep].copy(), mouse_res[keep].copy(), mouse_truth[keep]
-    scored = scored[keep]
+    mouse_expansion = mouse[:, [g for g in mouse.var_names if g in mouse_genes]].copy()
+    restricted = [g for g in human.var_names if g in set(to_human.values())]
+    to_mouse = {h: m for m, h in to_human.items()}
+    mouse_restricted = mouse[:, [to_mouse[g] for g in restricted]].copy()
+    mouse_restricted.var_names = restricted
+    keep = expressing(mouse_expansion, mouse_restricted)
+    mouse_expansion, mouse_restricted = mouse_expansion[keep].copy(), mouse_restricted[keep].copy()
+    truth = mouse_restricted.obs[LABELS].astype(str).to_numpy()
     # The expansion query is fine-tuned: without labels, so nothing trains on mouse labels.
-    # (The restricted arm trains nothing on mouse cells; its labels only ride along.)
-    del mouse_exp.obs[LABELS]
-
-    runs = []
-    for seed in seeds:
-        run = {"seed": seed, "n_scored": int(scored.sum()), "seconds": {}}
-        start = time.perf_counter()
-        reference = train_scformer(human_exp.copy(), seed, quick)
-        ref_latent = reference.get_latent_representation()
-        ref_labels = human_exp.obs[LABELS].astype(str).to_numpy()
-        query = SCFormer.load_query_data(
-            mouse_exp.copy(),
-            reference,
-            freeze=True,
-            init_from=ORTHOLOGS,
-            source_column=HUMAN_COLUMN,
-            target_column=MOUSE_COLUMN,
-        )
-        n_new = len(query.vocab_) - len(reference.vocab_)
-        run["expansion_new_tokens"] = n_new
-        for name in ("zero-shot", "fine-tuned"):
-            if name == "fine-tuned":
-                _, _, query_epochs = scformer_config(quick)
-                scvi.settings.seed = seed
-                query.train(max_epochs=query_epochs, batch_size=64, enable_progress_bar=False)
-            head = query.predict()
-            knn = knn_label_transfer(ref_latent, ref_labels, query.get_latent_representation(), k=K)
-            run[f"scFormer expansion ({name}) head"] = scores(truth[scored], head[scored])
-            run[f"scFormer expansion ({name}) kNN"] = scores(
-                truth[scored], knn["label"].to_numpy()[scored]
-            )
-        run["seconds"]["scFormer expansion"] = round(time.perf_counter() - start)
-
-        start = time.perf_counter()
-        restricted = train_scformer(human_res.copy(), seed, quick)
-        head = restricted.predict(mouse_res)
-        knn = knn_label_transfer(
-            restricted.get_latent_representation(),
-            human_res.obs[LABELS].astype(str).to_numpy(),
-            restricted.get_latent_representation(mouse_res),
-            k=K,
-        )
-        run["scFormer restricted head"] = scores(truth[scored], head[scored])
-        run["scFormer restricted kNN"] = scores(truth[scored], knn["label"].to_numpy()[scored])
-        run["seconds"]["scFormer restricted"] = round(time.perf_counter() - start)
-
-        start = time.perf_counter()
-        both = ad.concat(
-            {"human": human_res, "mouse": mouse_res.copy()}, label="species", index_unique="-"
-        )
-        both.obs[LABELS] = np.concatenate([human_res.obs[LABELS].astype(str), truth])
-        predicted = scanvi_predict(both, (both.obs["species"] == "human").to_numpy(), seed, quick)
-        run["scANVI restricted"] = scores(truth[scored], predicted[scored])
-        run["seconds"]["scANVI restricted"] = round(time.perf_counter() - start)
-        print(run, flush=True)
-        runs.append(run)
-    methods = [k for k in runs[0] if isinstance(runs[0][k], dict) and "macro_f1" in runs[0][k]]
-    return {
-        "shared_cell_types": shared,
-        "genes": {
-            "expansion_reference": human_exp.n_vars,
-            "expansion_query": mouse_exp.n_vars,
-            "restricted": human_res.n_vars,
-        },
-        "runs": runs,
-        "summary": summarise(runs, methods),
-    }
-
-
-def summarise(runs: list[dict], methods: list[str]) -> dict:
-    """Mean and sd over seeds of each seed's mean over folds."""
-    frame = pd.DataFrame(
-        [{"seed": run["seed"], "method": m, **run[m]} for run in runs for m in methods if m in run]
+    # (Nothing trains on mouse cells in the restricted scFormer arm; scANVI hides them.)
+    del mouse_expansion.obs[LABELS]
+    human_restricted = human[:, restricted].copy()
+    human_keep = expressing(human_restricted)
+    shared = sorted(set(human.obs[LABELS].astype(str)) & set(truth))
+    return Species(
+        human,
+        mouse_expansion,
+        human_restricted[human_keep].copy(),
+        mouse_restricted,
+        truth,
+        np.isin(truth, shared),
+        shared,
     )
-    per_seed = frame.groupby(["method", "seed"]).mean(numeric_only=True)
-    summary = per_seed.groupby("method").agg(["mean", "std"]).round(4)
+
+
+def part_b(data: Species, pretrained: SCFormer, seed: int, settings: Settings) -> dict:
+    truth, scored = data.mouse_truth[data.scored], data.scored
+    run = {"seed": seed, "n_scored": int(scored.sum()), "seconds": {}}
+
+    start = time.perf_counter()
+    reference = fine_tune(data.human_expansion, pretrained, seed, settings)
+    ref_latent = reference.get_latent_representation()
+    ref_labels = data.human_expansion.obs[LABELS].astype(str).to_numpy()
+    query = SCFormer.load_query_data(
+        data.mouse_expansion.copy(),
+        reference,
+        freeze=True,
+        init_from=ORTHOLOGS,
+        source_column=HUMAN_COLUMN,
+        target_column=MOUSE_COLUMN,
+    )
+    run["expansion_new_tokens"] = len(query.vocab_) - len(reference.vocab_)
+    for stage in ("zero-shot", "fine-tuned"):
+        if stage == "fine-tuned":
+            scvi.settings.seed = seed
+            query.train(
+                max_epochs=settings.epochs["query"], batch_size=64, enable_progress_bar=False
+            )
+        head = query.predict()[scored]
+        mapped = knn(ref_latent, ref_labels, query.get_latent_representation())[scored]
+        run[f"scFormer expansion, {stage}: head"] = scores(truth, head)
+        run[f"scFormer expansion, {stage}: kNN"] = scores(truth, mapped)
+    run["seconds"]["scFormer expansion"] = round(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    restricted = fine_tune(data.human_restricted, pretrained, seed, settings)
+    head = restricted.predict(data.mouse_restricted)[scored]
+    mapped = knn(
+        restricted.get_latent_representation(),
+        data.human_restricted.obs[LABELS].astype(str).to_numpy(),
+        restricted.get_latent_representation(data.mouse_restricted),
+    )[scored]
+    run["scFormer restricted: head"] = scores(truth, head)
+    run["scFormer restricted: kNN"] = scores(truth, mapped)
+    run["seconds"]["scFormer restricted"] = round(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    both = ad.concat(
+        {"human": data.human_restricted, "mouse": data.mouse_restricted},
+        label="species",
+        index_unique="-",
+    )
+    labelled = (both.obs["species"] == "human").to_numpy()
+    vae = fit_scvi(both, seed, settings)
+    labels = both.obs[LABELS].astype(str).to_numpy()
+    run["scANVI restricted"] = scores(
+        truth, scanvi_predict(vae, labels, labelled, seed, settings)[scored]
+    )
+    run["seconds"]["scANVI restricted"] = round(time.perf_counter() - start)
+    print(run, flush=True)
+    return run
+
+
+# ------------------------------------------------------------------------------- summary
+def summarise(runs: list[dict]) -> dict:
+    """Per method: mean and sd over seeds of each seed's mean over folds."""
+    rows = [
+        {"seed": run["seed"], "method": key, **value}
+        for run in runs
+        for key, value in run.items()
+        if isinstance(value, dict) and "macro_f1" in value
+    ]
+    per_seed = pd.DataFrame(rows).groupby(["method", "seed"]).mean(numeric_only=True)
+    summary = per_seed.groupby("method", sort=False).agg(["mean", "std"]).round(4)
     return {
         method: {
-            f"{metric}_{stat}": (None if pd.isna(v) else float(v))
-            for (metric, stat), v in row.items()
+            f"{metric}_{stat}": None if pd.isna(value) else float(value)
+            for (metric, stat), value in row.items()
         }
         for method, row in summary.iterrows()
     }
@@ -315,16 +351,48 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=["a", "b"], choices=["a", "b"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     options = parser.parse_args()
+    settings = Settings.make(options.quick)
     seeds = options.seeds[:1] if options.quick else options.seeds
     warnings.filterwarnings("ignore", category=UserWarning)
-    payload = {"quick": options.quick, "seeds": seeds, "config": copy.deepcopy(SCFORMER)}
-    payload["config"].update(scvi=SCVI_MODEL, scvi_epochs=SCVI_EPOCHS, scanvi_epochs=SCANVI_EPOCHS)
     start = time.perf_counter()
-    for part, run in (("a", part_a), ("b", part_b)):
-        if part in options.parts:
-            part_start = time.perf_counter()
-            payload[f"part_{part}"] = run(seeds, options.quick)
-            payload[f"part_{part}"]["wall_seconds"] = round(time.perf_counter() - part_start)
+    human = hvg(read("baron2016_human_pancreas_came.h5ad"))
+    human = human[expressing(human)].copy()
+    species = species_panels(human) if "b" in options.parts else None
+    runs_a, runs_b, pretrain_seconds = [], [], []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        pretrained = pretrain(human, seed, settings)
+        pretrain_seconds.append(round(time.perf_counter() - t0))
+        if "a" in options.parts:
+            runs_a += part_a(human, pretrained, seed, settings, options.quick)
+        if species is not None:
+            runs_b.append(part_b(species, pretrained, seed, settings))
+    payload = {
+        "quick": options.quick,
+        "seeds": seeds,
+        "config": {
+            "scformer": settings.model,
+            "epochs": settings.epochs,
+            "scvi": SCVI_MODEL,
+            "scvi_epochs": settings.scvi_epochs,
+            "scanvi_epochs": settings.scanvi_epochs,
+            "knn_k": K,
+        },
+        "pretrain_seconds": pretrain_seconds,
+    }
+    if runs_a:
+        payload["part_a"] = {"runs": runs_a, "summary": summarise(runs_a)}
+    if runs_b:
+        payload["part_b"] = {
+            "shared_cell_types": species.shared,
+            "genes": {
+                "expansion_reference": species.human_expansion.n_vars,
+                "expansion_query": species.mouse_expansion.n_vars,
+                "restricted": species.human_restricted.n_vars,
+            },
+            "runs": runs_b,
+            "summary": summarise(runs_b),
+        }
     payload["wall_seconds"] = round(time.perf_counter() - start)
     write_results("transfer_quick" if options.quick else "transfer", payload)
 
