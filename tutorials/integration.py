@@ -23,7 +23,8 @@
 # - `batch_token=True`: a learned token for the cell's batch joins its gene tokens, and the
 #   batch embedding is added to the cell embedding before the gene decoder, so the decoder
 #   (not the cell embedding) can explain the batch's expression shifts;
-# - `domain_norm=True`: per-batch scale and shift of the token embeddings;
+# - `domain_norm=True`: each cell's embedding is standardised with the statistics of its own
+#   batch (a domain-specific batch norm), which removes shifts of a whole batch;
 # - `dar_weight`: adversarial batch removal. A discriminator predicts the batch from the cell
 #   embedding through a gradient-reversal layer, which pushes the encoder to hide the batch.
 #   The reversal ramps up over the first `dar_warmup_ratio` of training.

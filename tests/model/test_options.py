@@ -104,12 +104,13 @@ def test_unseen_batch_uses_the_mean_batch_parameters(baron_small):
     new.obs["donor"] = "donor_never_seen"
     with pytest.warns(UserWarning, match=r"\['donor_never_seen'\] were not seen in training"):
         unseen = model.get_latent_representation(new)
-    # The documented fallback: identical to a model whose batch parameters are all the mean.
+    # The documented fallback: identical to a model whose batch parameters and batch
+    # statistics are all their mean.
     with torch.no_grad():
         for table in (
             model.module.batch_embedding.weight,
-            model.module.domain_scale,
-            model.module.domain_shift,
+            model.module.cell_norm.running_mean,
+            model.module.cell_norm.running_var,
         ):
             table.copy_(table.mean(0, keepdim=True).expand_as(table))
     np.testing.assert_allclose(unseen, model.get_latent_representation(), atol=1e-5)

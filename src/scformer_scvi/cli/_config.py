@@ -106,7 +106,7 @@ class ModelConfig:
     batch_token
         Add a learned token for the cell's batch.
     domain_norm
-        Per-batch affine parameters after the embedding norm.
+        Standardise the cell embedding with its own batch's statistics.
     """
 
     d_model: int = 128

@@ -10,7 +10,13 @@ from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
-from scformer_scvi.nn import TokenEmbedding, TransformerEncoder, grad_reverse, log_cp10k
+from scformer_scvi.nn import (
+    DomainBatchNorm,
+    TokenEmbedding,
+    TransformerEncoder,
+    grad_reverse,
+    log_cp10k,
+)
 
 from ._likelihoods import BinContext, Likelihood, TokenTargets, make_head, masked_mean
 from ._objectives import contrastive_loss, elastic_similarity_loss, grouped_distribution_loss
@@ -54,10 +60,11 @@ class SCFormerModule(BaseModuleClass):
 
     Batch handling: ``batch_token`` inserts a learned token for the cell's batch after
     ``<cls>`` and adds the batch embedding to the cell embedding before the MVC decoder (so the
-    decoder, not the embedding, can account for the batch); ``domain_norm`` gives every batch its
-    own affine parameters after the embedding layer norm, chosen per cell, so minibatches may mix
-    batches. A batch index at or beyond ``n_batch`` (never seen in training) uses the mean of the
-    learned batch parameters.
+    decoder, not the embedding, can account for the batch); ``domain_norm`` standardises the
+    cell embedding with the statistics of the cell's own batch (:class:`~scformer_scvi.nn.
+    DomainBatchNorm`, chosen per cell, so minibatches may mix batches) instead of those of all
+    cells. A batch index at or beyond ``n_batch`` (never seen in training) uses the mean of the
+    learned batch embeddings and of the batches' statistics.
 
     Parameters
     ----------
@@ -163,9 +170,6 @@ class SCFormerModule(BaseModuleClass):
 
         self.embedding = TokenEmbedding(n_tokens, d_model, pad_id, value_encoding, n_bins)
         self.batch_embedding = nn.Embedding(n_batch, d_model) if batch_token else None
-        if domain_norm:
-            self.domain_scale = nn.Parameter(torch.ones(n_batch, d_model))
-            self.domain_shift = nn.Parameter(torch.zeros(n_batch, d_model))
         self.domain_norm = domain_norm
         self.perturbation_flag = nn.Embedding(2, d_model, padding_idx=0) if perturbation else None
         self.perturbation_proj = nn.Linear(d_model, d_model) if perturbation else None
@@ -183,7 +187,11 @@ class SCFormerModule(BaseModuleClass):
         # inference, so a cell's embedding still depends on that cell alone). Pooled token
         # states share a large common component; without this the cell-to-cell differences
         # are ~10x smaller than it, and the heads reading the embedding barely learn.
-        self.cell_norm = nn.BatchNorm1d(d_model, affine=False)
+        self.cell_norm = (
+            DomainBatchNorm(n_batch, d_model)
+            if domain_norm
+            else nn.BatchNorm1d(d_model, affine=False)
+        )
 
         head_kwargs = {"n_bins": n_bins, "n_tokens": n_tokens, **(head_kwargs or {})}
         self.likelihood = likelihood
@@ -249,10 +257,6 @@ class SCFormerModule(BaseModuleClass):
         tokens = self.embedding(gene_ids, bins, counts, log_cp10k(counts, library_size), value_mask)
         if perturbation_flags is not None and self.perturbation_flag is not None:
             tokens = tokens + self.perturbation_flag(perturbation_flags.long())
-        if self.domain_norm:
-            scale = lookup_with_fallback(self.domain_scale, batch_index).unsqueeze(1)
-            shift = lookup_with_fallback(self.domain_shift, batch_index).unsqueeze(1)
-            tokens = tokens * scale + shift
         context = []  # tokens inserted after <cls>, removed again after encoding
         if self.batch_embedding is not None:
             context.append(lookup_with_fallback(self.batch_embedding.weight, batch_index))
@@ -264,9 +268,14 @@ class SCFormerModule(BaseModuleClass):
             encoder_mask = torch.cat([first] * (1 + len(context)) + [padding_mask[:, 1:]], 1)
         else:
             encoder_mask = padding_mask
-        outputs = self._encode(tokens, encoder_mask, padding_mask, len(context), return_attention)
+        encode = {"n_context": len(context), "batch_index": batch_index}
+        outputs = self._encode(
+            tokens, encoder_mask, padding_mask, **encode, return_attention=return_attention
+        )
         if self.training and self.weights["cce"] > 0:
-            view2 = self._encode(tokens, encoder_mask, padding_mask, len(context), False)
+            view2 = self._encode(
+                tokens, encoder_mask, padding_mask, **encode, return_attention=False
+            )
             outputs["z_view2"] = view2["z"]
         outputs["batch_index"] = batch_index
         outputs["condition_index"] = condition_index
@@ -278,6 +287,7 @@ class SCFormerModule(BaseModuleClass):
         encoder_mask: torch.Tensor,
         padding_mask: torch.Tensor,
         n_context: int,
+        batch_index: torch.Tensor,
         return_attention: bool,
     ) -> dict[str, torch.Tensor]:
         encoded = self.encoder(self.embedding_dropout(tokens), encoder_mask, return_attention)
@@ -288,7 +298,9 @@ class SCFormerModule(BaseModuleClass):
             encoded = torch.cat([encoded[:, :1], encoded[:, 1 + n_context :]], dim=1)
         outputs["hidden"] = encoded
         pooled = self._pool(encoded, padding_mask).float()
-        if self.training and pooled.shape[0] == 1:  # no batch statistics from one cell
+        if self.domain_norm:
+            pooled = self.cell_norm(pooled, batch_index)
+        elif self.training and pooled.shape[0] == 1:  # no batch statistics from one cell
             norm = self.cell_norm
             pooled = F.batch_norm(pooled, norm.running_mean, norm.running_var, eps=norm.eps)
         else:

@@ -44,7 +44,7 @@ def row_tensors(module: nn.Module) -> dict[str, str]:
     if getattr(module, "batch_embedding", None) is not None:
         kinds["batch_embedding.weight"] = BATCH
     if getattr(module, "domain_norm", False):
-        kinds.update({"domain_scale": BATCH, "domain_shift": BATCH})
+        kinds.update({"cell_norm.running_mean": BATCH, "cell_norm.running_var": BATCH})
     for attr, kind in (("discriminator", BATCH_OUTPUT), ("classifier", LABEL_OUTPUT)):
         head = getattr(module, attr, None)
         if head is not None:
@@ -575,7 +575,9 @@ def _apply_freeze(
         if grows and not whole:
             frozen_rows[name] = old_rows[kind]
     freeze_rows(module, frozen_rows)
-    if freeze is not False:
+    if freeze is not False and getattr(module, "domain_norm", False):
+        module.cell_norm.n_frozen = old_rows[BATCH]  # new batches learn their own statistics
+    elif freeze is not False:
         module.cell_norm.momentum = 0.0  # keep the reference's embedding statistics
     if not any(p.requires_grad for p in module.parameters()):
         raise ValueError(
