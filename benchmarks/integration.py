@@ -264,8 +264,11 @@ def destandardise(model: SCFormer, latent: np.ndarray) -> np.ndarray:
     give back the pooled token states up to nothing but this affine map.
     """
     norm = model.module.cell_norm
-    scale = np.sqrt(norm.running_var.cpu().numpy() + norm.eps)
-    return latent * scale + norm.running_mean.cpu().numpy()
+    mean, var = norm.running_mean.cpu().numpy(), norm.running_var.cpu().numpy()
+    if mean.ndim == 2:  # domain_norm: statistics per batch
+        codes = model.adata.obs["_scvi_batch"].to_numpy()
+        mean, var = mean[codes], var[codes]
+    return latent * np.sqrt(var + norm.eps) + mean
 
 
 METHODS: dict[str, Callable[[Dataset, int, bool], np.ndarray]] = {
