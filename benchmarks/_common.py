@@ -14,6 +14,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 
+# The scFormer model of the integration and transfer benchmarks, chosen by the integration
+# tuning on Baron (benchmarks/integration.py, TUNING).
+SCFORMER_MODEL = {
+    "d_model": 128,
+    "n_heads": 4,
+    "n_layers": 2,
+    "d_ff": 256,
+    "max_seq_len": 256,
+    "n_zero_genes": 64,
+    "mvc_weight": 3.0,
+    "batch_token": True,
+    "domain_norm": True,
+    "dar_weight": 0.0,
+}
+
 
 def machine() -> dict:
     """Describe where the numbers were measured."""

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 import scvi
-from _common import RESULTS, SHARED_DATA, write_results
+from _common import RESULTS, SCFORMER_MODEL, SHARED_DATA, write_results
 
 from scformer_scvi import SCFormer
 from scformer_scvi.metrics import integration
@@ -63,18 +63,7 @@ TUNING_PATH = RESULTS / "integration_tuning.json"
 
 # The scFormer configuration reported everywhere, chosen on Baron with TUNE_SEEDS (see TUNING).
 SCFORMER = {
-    "model": {
-        "d_model": 128,
-        "n_heads": 4,
-        "n_layers": 2,
-        "d_ff": 256,
-        "max_seq_len": 256,
-        "n_zero_genes": 64,
-        "mvc_weight": 3.0,
-        "batch_token": True,
-        "domain_norm": True,
-        "dar_weight": 0.0,
-    },
+    "model": dict(SCFORMER_MODEL),
     "train": {"max_epochs": 12, "batch_size": 64, "precision": "bf16-mixed"},
 }
 # scVI as in its tutorials: 2 layers, 30 latent dimensions; 400 epochs is what scVI's own

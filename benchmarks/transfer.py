@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 import scvi
-from _common import SHARED_DATA, write_results
+from _common import SCFORMER_MODEL, SHARED_DATA, write_results
 from sklearn.metrics import accuracy_score, f1_score
 
 from scformer_scvi import SCFormer
@@ -68,20 +68,7 @@ K = 15
 ORTHOLOGS = SHARED_DATA / "gene_matches_1v1_human2mouse.csv"
 HUMAN_COLUMN, MOUSE_COLUMN = "human.gene.name", "gene.name"
 
-# The integration benchmark's configuration (batch = donor, each donor standardised with its
-# own statistics); epochs are set by the time budget.
-SCFORMER_MODEL = {
-    "d_model": 128,
-    "n_heads": 4,
-    "n_layers": 2,
-    "d_ff": 256,
-    "max_seq_len": 256,
-    "n_zero_genes": 64,
-    "mvc_weight": 3.0,
-    "batch_token": True,
-    "domain_norm": True,
-}
-PRECISION = "bf16-mixed"
+PRECISION = "bf16-mixed"  # as in the integration benchmark
 EPOCHS = {"pretrain": 10, "fine_tune": 2, "query": 2}
 SCVI_MODEL = {"n_latent": 30, "n_layers": 2}
 SCVI_EPOCHS, SCANVI_EPOCHS = 200, 20
@@ -130,32 +117,25 @@ def expressing(*datasets: ad.AnnData) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- methods
+def train(model: SCFormer, epochs: int) -> SCFormer:
+    model.train(max_epochs=epochs, batch_size=64, precision=PRECISION, enable_progress_bar=False)
+    return model
+
+
 def pretrain(adata: ad.AnnData, seed: int, settings: Settings) -> SCFormer:
     """Self-supervised scFormer on all cells (masked value prediction, no labels)."""
     scvi.settings.seed = seed
     adata = adata.copy()
     SCFormer.setup_anndata(adata, layer="counts", batch_key=BATCH)
     model = SCFormer(adata, **settings.model)
-    model.train(
-        max_epochs=settings.epochs["pretrain"],
-        batch_size=64,
-        precision=PRECISION,
-        enable_progress_bar=False,
-    )
-    return model
+    return train(model, settings.epochs["pretrain"])
 
 
 def fine_tune(adata: ad.AnnData, pretrained: SCFormer, seed: int, settings: Settings) -> SCFormer:
     """The pretrained model with a cell-type head, fine-tuned on labelled cells."""
     scvi.settings.seed = seed
     model = SCFormer.load_query_data(adata.copy(), pretrained, freeze=False, labels_key=LABELS)
-    model.train(
-        max_epochs=settings.epochs["fine_tune"],
-        batch_size=64,
-        precision=PRECISION,
-        enable_progress_bar=False,
-    )
-    return model
+    return train(model, settings.epochs["fine_tune"])
 
 
 def fit_scvi(adata: ad.AnnData, seed: int, settings: Settings) -> scvi.model.SCVI:
@@ -304,12 +284,7 @@ def part_b(data: Species, pretrained: SCFormer, seed: int, settings: Settings) -
     for stage in ("zero-shot", "fine-tuned"):
         if stage == "fine-tuned":
             scvi.settings.seed = seed
-            query.train(
-                max_epochs=settings.epochs["query"],
-                batch_size=64,
-                precision=PRECISION,
-                enable_progress_bar=False,
-            )
+            train(query, settings.epochs["query"])
         head = query.predict()[scored]
         mapped = knn(ref_latent, ref_labels, query.get_latent_representation())[scored]
         run[f"scFormer expansion, {stage}: head"] = scores(truth, head)
