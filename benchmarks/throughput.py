@@ -33,8 +33,13 @@ CPU time of that thread (``time.process_time``), which leaves out the time other
 held the core; wall-clock rates are recorded too (``*_wall``). The matmul probe is timed the
 same way.
 
-Run: ``.venv/bin/python benchmarks/throughput.py [--threads N] [--part A|B]``; writes
-``results/throughput.json``; ``--tables`` prints it as the markdown tables of docs/scale.md.
+On a GPU (``--device cuda``, the default when one is visible) the same configurations run
+unpruned, timed by wall clock after ``torch.cuda.synchronize()``, the probe runs on the GPU and
+the results go to ``results/throughput_cuda.json``.
+
+Run: ``.venv/bin/python benchmarks/throughput.py [--threads N] [--part A|B] [--device D]``;
+writes ``results/throughput.json``; ``--tables`` prints it as the markdown tables of
+docs/scale.md.
 """
 
 from __future__ import annotations
@@ -63,18 +68,27 @@ LENGTHS = (128, 256, 512, 1024, 2048)
 WIDTHS = (128, 256, 512)
 PRECISIONS = ("fp32", "bf16")
 ATTENTIONS = ("sdpa", "linear")
+DEVICE = torch.device("cpu")  # set once by main()
+
+
+def clock() -> float:
+    """Seconds: CPU time of this thread on CPU; wall clock after the queued kernels on GPU."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+        return time.perf_counter()
+    return time.process_time()
 
 
 # ------------------------------------------------------------------------------ measurement
 def matmul_probe(dtype: torch.dtype, n: int = 2048, repeats: int = 6) -> float:
-    """Best ``torch.mm`` rate in GFLOP/s (per CPU second) for ``n x n`` matrices of ``dtype``."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    """Best ``torch.mm`` rate in GFLOP/s (per :func:`clock` second), ``n x n`` of ``dtype``."""
+    a, b = (torch.randn(n, n, device=DEVICE).to(dtype) for _ in range(2))
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
-        start = time.process_time()
+        start = clock()
         torch.mm(a, b)
-        best = min(best, time.process_time() - start)
+        best = min(best, clock() - start)
     return 2 * n**3 / best / 1e9
 
 
@@ -115,7 +129,7 @@ def build(width: int, attention: str) -> SCFormerModule:
         n_heads=max(1, width // 64),
         n_layers=N_LAYERS,
         attention=attention,
-    )
+    ).to(DEVICE)
 
 
 def minibatch(lengths: np.ndarray, padded_to: int, rng: np.random.Generator) -> dict:
@@ -130,7 +144,7 @@ def minibatch(lengths: np.ndarray, padded_to: int, rng: np.random.Generator) -> 
     values[:, 0] = 0
     masked = real & (rng.random((n, padded_to)) < 0.4)
     masked[:, 0] = False
-    return {
+    tensors = {
         "gene_ids": torch.from_numpy(genes),
         "bins": torch.from_numpy(np.where(real, rng.integers(1, 51, (n, padded_to)), 0)),
         "values": torch.from_numpy(values),
@@ -139,6 +153,7 @@ def minibatch(lengths: np.ndarray, padded_to: int, rng: np.random.Generator) -> 
         "mlm_mask": torch.from_numpy(masked),
         "batch": torch.zeros(n, 1, dtype=torch.long),
     }
+    return {key: tensor.to(DEVICE) for key, tensor in tensors.items()}
 
 
 def linear_weights(*modules: nn.Module) -> int:
@@ -164,7 +179,7 @@ def step_flops(module: SCFormerModule, shape: tuple[int, int], training: bool) -
 
 def autocast(precision: str):
     if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(DEVICE.type, dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -185,13 +200,13 @@ def infer_step(module: SCFormerModule, tensors: dict, precision: str) -> None:
 
 
 def timed(function, batches: list, warmup: int = 1) -> np.ndarray:
-    """CPU and wall-clock seconds of a pass over ``batches``, after ``warmup`` batches."""
+    """:func:`clock` and wall-clock seconds of a pass over ``batches``, after ``warmup``."""
     for tensors in batches[:warmup]:
         function(tensors)
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, wall = clock(), time.perf_counter()
     for tensors in batches:
         function(tensors)
-    return np.array([time.process_time() - cpu, time.perf_counter() - wall])
+    return np.array([clock() - cpu, time.perf_counter() - wall])
 
 
 def measure(module: SCFormerModule, batches: list, precision: str) -> tuple[np.ndarray, ...]:
@@ -205,19 +220,25 @@ def measure(module: SCFormerModule, batches: list, precision: str) -> tuple[np.n
 
 
 # ------------------------------------------------------------------------------ part A
-def grid() -> tuple[list[tuple], list[dict]]:
+def pruned(length: int, width: int, precision: str, attention: str) -> str | None:
+    """Why a configuration is left out on a CPU (time), or None."""
+    if attention == "linear" and width != 256:
+        return "linear attention only at width 256"
+    if length == 2048 and width != 256:
+        return "length 2048 only at width 256"
+    if length == 1024 and width == 512 and precision == "bf16":
+        return "width 512 x length 1024 only in fp32 (time)"
+    return None
+
+
+def grid(prune: bool) -> tuple[list[tuple], list[dict]]:
+    """Part A's configurations; ``prune`` drops the slowest ones (for a CPU)."""
     configs, skipped = [], []
     for length in LENGTHS:
         for width in WIDTHS:
             for precision in PRECISIONS:
                 for attention in ATTENTIONS:
-                    reason = None
-                    if attention == "linear" and width != 256:
-                        reason = "linear attention only at width 256"
-                    elif length == 2048 and width != 256:
-                        reason = "length 2048 only at width 256"
-                    elif length == 1024 and width == 512 and precision == "bf16":
-                        reason = "width 512 x length 1024 only in fp32 (time)"
+                    reason = pruned(length, width, precision, attention) if prune else None
                     if reason:
                         skipped.append(
                             {
@@ -235,7 +256,7 @@ def grid() -> tuple[list[tuple], list[dict]]:
 
 
 def part_a(quick: bool = False) -> dict:
-    configs, skipped = grid()
+    configs, skipped = grid(prune=DEVICE.type == "cpu")
     if quick:
         configs = [c for c in configs if c[0] == 128 and c[1] == 128]
     rng = np.random.default_rng(0)
@@ -401,7 +422,11 @@ def main() -> None:
     parser.add_argument("--part", choices=["A", "B"], default=None)
     parser.add_argument("--quick", action="store_true", help="smoke test: one small config")
     parser.add_argument("--tables", action="store_true", help="print the saved results")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    name = "throughput" if DEVICE.type == "cpu" else f"throughput_{DEVICE.type}"
     if args.tables:
         print(tables(json.loads((RESULTS / "throughput.json").read_text())))
         return
@@ -410,7 +435,7 @@ def main() -> None:
     probes_start = {"fp32": matmul_probe(torch.float32), "bf16": matmul_probe(torch.bfloat16)}
     print("matmul probe GFLOP/s:", probes_start, flush=True)
     payload: dict = {}
-    path = RESULTS / "throughput.json"
+    path = RESULTS / f"{name}.json"
     if args.part is not None and path.exists():
         payload = {k: v for k, v in json.loads(path.read_text()).items() if k != "machine"}
     if args.part in (None, "A"):
@@ -424,13 +449,13 @@ def main() -> None:
         add_fractions(payload["compute"]["runs"], peaks)
     payload["environment"] = {
         "threads": args.threads,
-        "gpu": "none available in this session",
+        "device": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu",
         "load_average_1min_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
         "matmul_probe_gflops_start": {k: round(v, 1) for k, v in probes_start.items()},
         "matmul_probe_gflops_end": {k: round(v, 1) for k, v in probes_end.items()},
         "model": {"n_layers": N_LAYERS, "head_dim": 64, "d_ff": "4 x width", "vocabulary": N_GENES},
     }
-    write_results("throughput", payload)
+    write_results(name, payload)
 
 
 if __name__ == "__main__":

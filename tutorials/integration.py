@@ -110,7 +110,9 @@ model
 # from the cell embedding (`mvc`), on the training and the validation cells.
 
 # %%
-model.train(max_epochs=2 if FAST else 12, batch_size=64, precision="bf16-mixed")
+# "auto": bfloat16 autocast where the hardware computes it natively (3.5x faster on a CPU with
+# AVX512-BF16), float32 elsewhere (emulated bfloat16 is about 1000x slower).
+model.train(max_epochs=2 if FAST else 12, batch_size=64, precision="auto")
 model.history["gep_loss_train"].join(
     [model.history["mvc_loss_train"], model.history["mvc_loss_validation"]]
 ).plot()

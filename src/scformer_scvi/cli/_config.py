@@ -212,7 +212,8 @@ class TrainerConfig:
         ``auto``, ``ddp`` (data parallel), ``fsdp`` (sharded weights and optimizer state,
         for models that do not fit one device; scBank data only), or any Lightning strategy.
     precision
-        ``32``, ``bf16-mixed``, ``16-mixed`` (GPU), ...
+        ``32``, ``bf16-mixed``, ``16-mixed`` (GPU), ..., or ``auto``: ``bf16-mixed`` where the
+        hardware computes bfloat16 natively (GPUs, CPUs with AVX512-BF16 or AMX), else ``32``.
     accumulate_grad_batches
         Minibatches per optimizer step.
     gradient_clip_val

@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from scvi.train import SaveCheckpoint
 from scvi.train._logger import SimpleLogger
 
-from scformer_scvi.train import AverageBuffers, ResumeState
+from scformer_scvi.train import AverageBuffers, ResumeState, resolve_precision
 
 from ._config import ConfigError, TrainerConfig
 
@@ -168,7 +168,7 @@ def trainer_kwargs(
         "devices": trainer.devices,
         "num_nodes": trainer.num_nodes,
         "strategy": trainer.strategy,
-        "precision": trainer.precision,
+        "precision": resolve_precision(trainer.precision, trainer.accelerator),
         "accumulate_grad_batches": trainer.accumulate_grad_batches,
         "gradient_clip_val": trainer.gradient_clip_val,
         "gradient_clip_algorithm": trainer.gradient_clip_algorithm,

@@ -34,7 +34,7 @@ from scformer_scvi.data._perturbation import (
     validate_perturbation_column,
 )
 from scformer_scvi.module import SCFormerModule
-from scformer_scvi.train import SCFormerTrainingPlan
+from scformer_scvi.train import SCFormerTrainingPlan, resolve_precision
 
 from .base import (
     BankMixin,
@@ -315,7 +315,9 @@ class SCFormer(
             dataloader workers. Every cell is used for training (no validation split).
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` / Lightning, e.g. ``precision="bf16-mixed"``,
-            ``gradient_clip_val=1.0``, ``early_stopping=True``.
+            ``gradient_clip_val=1.0``, ``early_stopping=True``. ``precision="auto"`` takes
+            bfloat16 autocast where the hardware computes it natively and float32 elsewhere
+            (see :func:`~scformer_scvi.train.resolve_precision`).
         """
         n_obs = bank.n_obs if bank is not None else self.adata.n_obs
         if max_epochs is None:
@@ -323,6 +325,9 @@ class SCFormer(
             max_epochs = int(np.clip(round(_TARGET_STEPS / steps_per_epoch), 2, 100))
         plan_kwargs = {"lr": lr, **(plan_kwargs or {})}
         trainer_kwargs.setdefault("gradient_clip_val", 1.0)
+        if "precision" in trainer_kwargs:
+            precision = trainer_kwargs["precision"]
+            trainer_kwargs["precision"] = resolve_precision(precision, accelerator)
         if bank is not None:
             options = datasplitter_kwargs or {}
             datamodule = self._bank_datamodule(

@@ -2,6 +2,7 @@
 
 from ._callbacks import AverageBuffers, RecordSeenCells, ResumeState
 from ._plan import PerturbationTrainingPlan, SCFormerTrainingPlan, warmup_cosine
+from ._precision import native_bf16, resolve_precision
 
 __all__ = [
     "AverageBuffers",
@@ -9,5 +10,7 @@ __all__ = [
     "RecordSeenCells",
     "ResumeState",
     "SCFormerTrainingPlan",
+    "native_bf16",
+    "resolve_precision",
     "warmup_cosine",
 ]
