@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scformer_scvi import SCFormer
-from scformer_scvi.train import native_bf16, resolve_precision
+from scformer_scvi.train import native_bf16, resolve_precision, with_trainer_defaults
 from tests.conftest import TINY_MODEL, TINY_TRAIN
 
 
@@ -54,3 +54,12 @@ def test_train_resolves_auto(baron_small, cpu_bf16):
     model = SCFormer(baron_small, **TINY_MODEL)
     model.train(max_epochs=1, precision="auto", **TINY_TRAIN)
     assert model.trainer.precision == "32-true"
+
+
+def test_trainer_defaults_clip_and_resolve_without_touching_the_caller(cpu_bf16):
+    cpu_bf16(False)
+    given = {"precision": "auto", "max_steps": 3}
+    resolved = with_trainer_defaults(given, "cpu")
+    assert resolved == {"gradient_clip_val": 1.0, "precision": "32", "max_steps": 3}
+    assert given == {"precision": "auto", "max_steps": 3}
+    assert with_trainer_defaults({"gradient_clip_val": None}, "cpu") == {"gradient_clip_val": None}

@@ -34,7 +34,7 @@ from scformer_scvi.data._perturbation import (
     validate_perturbation_column,
 )
 from scformer_scvi.module import SCFormerModule
-from scformer_scvi.train import SCFormerTrainingPlan, resolve_precision
+from scformer_scvi.train import SCFormerTrainingPlan, with_trainer_defaults
 
 from .base import (
     BankMixin,
@@ -324,10 +324,7 @@ class SCFormer(
             steps_per_epoch = max(1, math.ceil(0.9 * n_obs / batch_size))
             max_epochs = int(np.clip(round(_TARGET_STEPS / steps_per_epoch), 2, 100))
         plan_kwargs = {"lr": lr, **(plan_kwargs or {})}
-        trainer_kwargs.setdefault("gradient_clip_val", 1.0)
-        if "precision" in trainer_kwargs:
-            precision = trainer_kwargs["precision"]
-            trainer_kwargs["precision"] = resolve_precision(precision, accelerator)
+        trainer_kwargs = with_trainer_defaults(trainer_kwargs, accelerator)
         if bank is not None:
             options = datasplitter_kwargs or {}
             datamodule = self._bank_datamodule(

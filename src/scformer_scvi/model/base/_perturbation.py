@@ -23,7 +23,7 @@ from scformer_scvi.data._perturbation import (
 )
 from scformer_scvi.metrics import interaction_scores, top_de_genes
 from scformer_scvi.module._scformer import observed_context
-from scformer_scvi.train import PerturbationTrainingPlan, resolve_precision
+from scformer_scvi.train import PerturbationTrainingPlan, with_trainer_defaults
 
 
 @dataclass
@@ -169,10 +169,7 @@ class PerturbationMixin:
         )
         if validation_rows.size:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        trainer_kwargs.setdefault("gradient_clip_val", 1.0)
-        if "precision" in trainer_kwargs:
-            precision = trainer_kwargs["precision"]
-            trainer_kwargs["precision"] = resolve_precision(precision, accelerator)
+        trainer_kwargs = with_trainer_defaults(trainer_kwargs, accelerator)
         # scvi-tools appends a new run's history only to keys it already has; keep the earlier
         # history aside and give this run's total losses their own names instead.
         pretraining_history = dict(self.history_ or {})
