@@ -35,10 +35,13 @@ same way.
 
 On a GPU (``--device cuda``, the default when one is visible) the same configurations run
 unpruned, timed by wall clock after ``torch.cuda.synchronize()``, the probe runs on the GPU and
-the results go to ``results/throughput_cuda.json``.
+the results go to ``results/throughput_cuda.json``. On a CPU without native bfloat16
+(AVX512-BF16 or AMX) the bf16 configurations are left out: PyTorch emulates bfloat16 there,
+about a thousand times slower than fp32, which measures the emulation and not the model.
 
 Run: ``.venv/bin/python benchmarks/throughput.py [--threads N] [--part A|B] [--device D]``;
-writes ``results/throughput.json``; ``--tables`` prints it as the markdown tables of
+writes ``results/throughput.json`` (``--quick``, a smoke run of width and length 128:
+``results/throughput_quick.json``); ``--tables`` prints it as the markdown tables of
 docs/scale.md.
 """
 
@@ -60,15 +63,17 @@ from torch import nn
 
 from scformer_scvi.data import LengthBucketSampler
 from scformer_scvi.module import SCFormerModule
+from scformer_scvi.train import native_bf16
 
 N_GENES = 20125  # Baron human: the vocabulary of a model over all genes
 N_LAYERS = 2
 TOKENS_PER_BATCH = 8192
 LENGTHS = (128, 256, 512, 1024, 2048)
 WIDTHS = (128, 256, 512)
-PRECISIONS = ("fp32", "bf16")
 ATTENTIONS = ("sdpa", "linear")
 DEVICE = torch.device("cpu")  # set once by main()
+PRECISIONS = ("fp32", "bf16")  # main() drops bf16 where it is only emulated
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def clock() -> float:
@@ -385,11 +390,11 @@ def tables(payload: dict) -> str:
     env = payload["environment"]
     peaks = {
         k: max(env["matmul_probe_gflops_start"][k], env["matmul_probe_gflops_end"][k])
-        for k in ("fp32", "bf16")
+        for k in env["matmul_probe_gflops_start"]
     }
+    probes = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
     lines = [
-        f"Matmul probe (one thread): fp32 {peaks['fp32']:.0f} GFLOP/s, "
-        f"bf16 {peaks['bf16']:.0f} GFLOP/s.",
+        f"Matmul probe (threads: {env['threads']}): {probes}.",
         "",
         "| length | width | precision | attention | train cells/s | infer cells/s "
         "| train GFLOP/s | share of matmul peak (same dtype / fp32) | activations MiB |",
@@ -403,6 +408,8 @@ def tables(payload: dict) -> str:
             f"| {r['train_fraction_of_peak']:.2f} / {r['train_fraction_of_fp32_peak']:.2f} "
             f"| {r['train_activation_mib']:.0f} |"
         )
+    if "bucketing" not in payload:  # a --quick run
+        return "\n".join(lines)
     lines += [
         "",
         "| precision | minibatches | executed / real tokens | train cells/s | infer cells/s |",
@@ -424,15 +431,19 @@ def main() -> None:
     parser.add_argument("--tables", action="store_true", help="print the saved results")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    global DEVICE
+    global DEVICE, PRECISIONS
     DEVICE = torch.device(args.device)
     name = "throughput" if DEVICE.type == "cpu" else f"throughput_{DEVICE.type}"
+    name += "_quick" if args.quick else ""
     if args.tables:
-        print(tables(json.loads((RESULTS / "throughput.json").read_text())))
+        print(tables(json.loads((RESULTS / f"{name}.json").read_text())))
         return
+    if DEVICE.type == "cpu" and not native_bf16("cpu"):
+        PRECISIONS = ("fp32",)
+        print("no native bfloat16 on this CPU: bf16 configurations left out", flush=True)
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
-    probes_start = {"fp32": matmul_probe(torch.float32), "bf16": matmul_probe(torch.bfloat16)}
+    probes_start = {p: matmul_probe(DTYPES[p]) for p in PRECISIONS}
     print("matmul probe GFLOP/s:", probes_start, flush=True)
     payload: dict = {}
     path = RESULTS / f"{name}.json"
@@ -442,13 +453,14 @@ def main() -> None:
         payload["compute"] = part_a(args.quick)
     if args.part in (None, "B") and not args.quick:
         payload["bucketing"] = part_b()
-    probes_end = {"fp32": matmul_probe(torch.float32), "bf16": matmul_probe(torch.bfloat16)}
+    probes_end = {p: matmul_probe(DTYPES[p]) for p in PRECISIONS}
     # The machine is shared: the better of the two probes is its peak for this run.
     peaks = {k: max(probes_start[k], probes_end[k]) for k in probes_start}
     if "compute" in payload:
         add_fractions(payload["compute"]["runs"], peaks)
     payload["environment"] = {
         "threads": args.threads,
+        "precisions": list(PRECISIONS),
         "device": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu",
         "load_average_1min_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
         "matmul_probe_gflops_start": {k: round(v, 1) for k, v in probes_start.items()},
