@@ -190,6 +190,9 @@ def part_a(human: ad.AnnData, pretrained: SCFormer, seed: int, settings: Setting
         start = time.perf_counter()
         tuned = fine_tune(human[~test], pretrained, seed, settings)
         held_out = human[test].copy()
+        # The held-out donor had no cells in fine-tuning: its embedding statistics are still
+        # those of the pretrained encoder. Re-estimate them from its cells (no labels).
+        tuned.update_batch_statistics(held_out)
         head = tuned.predict(held_out)
         tuned_knn = knn(
             tuned.get_latent_representation(),

@@ -221,3 +221,42 @@ def test_fine_tuning_an_unlabelled_model_for_annotation(baron_small):
     assert set(tuned.predict()) <= set(baron_small.obs[LABELS].astype(str))
     with pytest.raises(KeyError, match="labels_key='nope'"):
         SCFormer.load_query_data(baron_small.copy(), pretrained, labels_key="nope")
+
+
+def test_update_batch_statistics_refits_a_held_out_donor(baron_small):
+    """Fine-tuning without a donor leaves its statistics stale; re-estimating fixes them."""
+    SCFormer.setup_anndata(baron_small, batch_key="donor")
+    pretrained = SCFormer(baron_small, **TINY_MODEL, domain_norm=True, batch_token=True)
+    pretrained.train(max_epochs=1, **TINY_TRAIN)
+    held_out = (baron_small.obs["donor"] == "human4").to_numpy()
+    tuned = SCFormer.load_query_data(
+        baron_small[~held_out].copy(), pretrained, freeze=False, labels_key=LABELS
+    )
+    tuned.train(max_epochs=2, **TINY_TRAIN)
+    cells = baron_small[held_out].copy()
+    stale = tuned.get_latent_representation(cells)
+    norm = tuned.module.cell_norm
+    others = norm.running_mean[:3].clone()
+    assert tuned.update_batch_statistics(cells, batch_size=7) == ["human4"]
+    refitted = tuned.get_latent_representation(cells)
+    # the held-out donor's embeddings are standardised by their own statistics now
+    np.testing.assert_allclose(refitted.mean(axis=0), 0.0, atol=1e-4)
+    variance = norm.running_var[3].numpy()
+    expected = variance / (variance + norm.eps)
+    np.testing.assert_allclose(refitted.var(axis=0, ddof=1), expected, rtol=1e-3)
+    assert np.abs(stale.mean(axis=0)).max() > 0.05  # they were not before
+    torch.testing.assert_close(norm.running_mean[:3], others)  # other donors untouched
+    # exact statistics over all cells: independent of the minibatch size
+    again = norm.running_mean[3].clone()
+    tuned.update_batch_statistics(cells, batch_size=64)
+    torch.testing.assert_close(norm.running_mean[3], again)
+
+
+def test_update_batch_statistics_refuses_what_it_cannot_update(baron_small, reference, query):
+    SCFormer.setup_anndata(baron_small)
+    plain = SCFormer(baron_small, **TINY_MODEL)
+    plain.is_trained_ = True
+    with pytest.raises(ValueError, match="domain_norm=True"):
+        plain.update_batch_statistics()
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="load_query_data"):
+        reference.update_batch_statistics(query)

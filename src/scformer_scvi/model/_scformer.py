@@ -364,7 +364,11 @@ class SCFormer(
         )
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
-        """Register an AnnData the model has not seen: check its counts, accept new batches."""
+        """Register an AnnData the model has not seen: check its counts, accept new batches.
+
+        New cells need no labels, even for a model trained with ``labels_key``.
+        """
+        adata = self._labels_optional(adata)
         if adata is None or self.get_anndata_manager(adata) is not None:
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
         _check_if_view(adata, copy_if_view=copy_if_view)

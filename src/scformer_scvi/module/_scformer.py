@@ -246,8 +246,8 @@ class SCFormerModule(BaseModuleClass):
     ) -> dict[str, torch.Tensor]:
         """Encode token sequences.
 
-        Returns the cell embedding ``z``, the token states ``hidden`` (aligned with the input
-        tokens), ``z_view2`` (a second dropout view, when training with CCE) and, on request,
+        Returns the cell embedding ``z``, the pooled token states it standardises
+        (``pooled``), the token states ``hidden`` (aligned with the input tokens), ``z_view2`` (a second dropout view, when training with CCE) and, on request,
         the per-layer ``attention`` weights (over the encoder's sequence, in which the batch
         and condition tokens, when used, follow ``<cls>``).
         """
@@ -298,6 +298,7 @@ class SCFormerModule(BaseModuleClass):
             encoded = torch.cat([encoded[:, :1], encoded[:, 1 + n_context :]], dim=1)
         outputs["hidden"] = encoded
         pooled = self._pool(encoded, padding_mask).float()
+        outputs["pooled"] = pooled  # before standardisation (see update_batch_statistics)
         if self.domain_norm:
             pooled = self.cell_norm(pooled, batch_index)
         elif self.training and pooled.shape[0] == 1:  # no batch statistics from one cell

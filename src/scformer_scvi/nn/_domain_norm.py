@@ -81,3 +81,14 @@ class DomainBatchNorm(nn.Module):
                     unbiased[:n_batch][update] - self.running_var[update]
                 )
         return (x - mean) / torch.sqrt(var + self.eps)
+
+    @torch.no_grad()
+    def set_statistics(self, batch: int, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Replace the running statistics of one batch (e.g. estimated from all its cells)."""
+        if not self.n_frozen <= batch < self.running_mean.shape[0]:
+            raise IndexError(
+                f"Batch {batch} is not a trainable batch of this norm (batches "
+                f"{self.n_frozen}..{self.running_mean.shape[0] - 1})."
+            )
+        self.running_mean[batch] = mean.to(self.running_mean)
+        self.running_var[batch] = var.to(self.running_var)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from anndata import AnnData
+from scvi import REGISTRY_KEYS
 
 import scbank
 
@@ -22,7 +23,11 @@ class EmbeddingMixin:
         batch_size: int | None = None,
         bank_table: str | None = None,
     ) -> np.ndarray:
-        """Cell embeddings (the ``<cls>`` token's final hidden state).
+        """Cell embeddings: the pooled final token states, standardised.
+
+        The pooling is the model's ``cell_embedding`` (mean of the gene tokens by default);
+        the standardisation uses running statistics learned in training (per batch with
+        ``domain_norm``).
 
         Deterministic: dropout is off and each cell's tokens depend on that cell alone, so the
         result does not depend on ``batch_size`` or on which other cells are embedded with it.
@@ -62,3 +67,68 @@ class EmbeddingMixin:
             for tensors in loader
         ]
         return torch.cat(embeddings).numpy()
+
+    @torch.inference_mode()
+    def update_batch_statistics(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> list[str]:
+        """Re-estimate each batch's embedding statistics from its cells (adaptive batch norm).
+
+        With ``domain_norm``, a cell's embedding is standardised with its batch's mean and
+        variance. A batch without cells in the last training run (e.g. a donor held out while
+        fine-tuning on the others) keeps statistics computed by an earlier state of the
+        encoder, which no longer match its embeddings. This recomputes them exactly, with the
+        current encoder, over all given cells of each batch: no labels and no gradient step
+        are involved, and the result does not depend on ``batch_size``.
+
+        Parameters
+        ----------
+        adata
+            Cells of the batches to update (registered batches only); ``None`` uses the
+            model's AnnData.
+        indices
+            Rows of ``adata`` to use; ``None`` for all.
+        batch_size
+            Cells per forward pass.
+
+        Returns
+        -------
+        The batches whose statistics were replaced.
+        """
+        norm = self.module.cell_norm
+        if not getattr(self.module, "domain_norm", False):
+            raise ValueError(
+                "update_batch_statistics needs a model built with domain_norm=True: without "
+                "it, all cells share one set of statistics and there is nothing per batch."
+            )
+        self._check_if_trained(warn=False)
+        adata = self._validate_anndata(adata)
+        manager = self.get_anndata_manager(adata, required=True)
+        state = manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
+        names = np.asarray(state["categorical_mapping"]).astype(str)
+        self.module.eval()
+        pooled, batches = [], []
+        for tensors in self._tokenized_loader(adata, indices=indices, batch_size=batch_size):
+            outputs = self.module.inference(**self.module._get_inference_input(tensors))
+            pooled.append(outputs["pooled"].double().cpu())
+            batches.append(outputs["batch_index"].cpu())
+        pooled, batches = torch.cat(pooled), torch.cat(batches)
+        present = batches.unique().tolist()
+        unusable = [
+            names[b] for b in present if not norm.n_frozen <= b < norm.running_mean.shape[0]
+        ]
+        if unusable:
+            raise ValueError(
+                f"Batches {unusable} have no trainable statistics in this model (never seen "
+                "in training, or frozen reference batches of a query model). Map new batches "
+                "with SCFormer.load_query_data first."
+            )
+        for b in present:
+            cells = pooled[batches == b]
+            if cells.shape[0] < 2:
+                raise ValueError(f"Batch {names[b]!r} has one cell: statistics need two.")
+            norm.set_statistics(b, cells.mean(dim=0), cells.var(dim=0))
+        return [str(names[b]) for b in present]

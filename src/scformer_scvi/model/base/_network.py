@@ -224,7 +224,7 @@ class NetworkMixin:
     ) -> tuple[AnnData, list[str], np.ndarray, list]:
         """Validated cells, genes, each selected cell's group code, and the group names."""
         self._check_if_trained(warn=False)
-        adata = self._validate_anndata(self._labels_optional(adata))
+        adata = self._validate_anndata(adata)
         genes = self._network_genes(adata, genes)
         rows = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         if groupby is None:

@@ -456,7 +456,7 @@ class TransferMixin:
                 "scformer_scvi.tools.knn_label_transfer."
             )
         self._check_if_trained(warn=False)
-        adata = self._validate_anndata(self._labels_optional(adata))
+        adata = self._validate_anndata(adata)
         self.module.eval()
         probabilities = []
         for tensors in self._tokenized_loader(adata, indices=indices, batch_size=batch_size):
