@@ -197,3 +197,19 @@ def test_bf16_autocast_and_gradient_clipping(baron_small):
     assert model.trainer.gradient_clip_val == 0.5
     assert np.isfinite(curve(model, "train_loss")).all()
     assert np.isfinite(model.get_latent_representation()).all()
+
+
+def test_latent_bottleneck_sets_the_embedding_width(baron_small, tmp_path):
+    SCFormer.setup_anndata(baron_small, batch_key="donor", labels_key="cell_ontology_class")
+    model = train(
+        baron_small, epochs=2, n_latent=8, batch_token=True, domain_norm=True, dar_weight=0.1
+    )
+    latent = model.get_latent_representation()
+    assert latent.shape == (baron_small.n_obs, 8)
+    assert np.isfinite(curve(model, "mvc_loss_train")).all()
+    assert set(model.predict()) <= set(baron_small.obs["cell_ontology_class"].astype(str))
+    expression = model.get_normalized_expression(gene_list=list(baron_small.var_names[:5]))
+    assert expression.shape == (baron_small.n_obs, 5)
+    model.save(tmp_path / "model")
+    loaded = SCFormer.load(tmp_path / "model", baron_small)
+    np.testing.assert_array_equal(loaded.get_latent_representation(), latent)

@@ -86,6 +86,8 @@ class ModelConfig:
         Feed-forward width (``null``: ``4 * d_model``).
     dropout
         Dropout on residual branches and embeddings.
+    n_latent
+        Width of the cell embedding (``null``: ``d_model``; smaller adds a bottleneck).
     n_bins
         Value bins per cell (zero bin included).
     max_seq_len
@@ -114,6 +116,7 @@ class ModelConfig:
     n_layers: int = 4
     d_ff: int | None = None
     dropout: float = 0.1
+    n_latent: int | None = None
     n_bins: int = 51
     max_seq_len: int = 512
     n_zero_genes: int = 0

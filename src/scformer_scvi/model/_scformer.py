@@ -101,7 +101,8 @@ class SCFormer(
         ``cell_embedding`` (``"mean"``, ``"cls"``, ``"weighted"``), ``attention`` (``"sdpa"``,
         ``"linear"``), objective weights (``gep_weight``, ``mvc_weight``, ``cce_weight``,
         ``ecs_weight``, ``classification_weight``), ``batch_token``, ``domain_norm``,
-        ``d_ff``, ``dropout``.
+        ``d_ff``, ``dropout``, ``n_latent`` (width of the cell embedding; default
+        ``d_model``).
 
     Notes
     -----

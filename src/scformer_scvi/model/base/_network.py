@@ -57,7 +57,7 @@ class NetworkMixin:
         ``(group, gene)`` with ``groupby``), one column per embedding dimension.
         """
         adata, genes, groups, names = self._network_inputs(adata, groupby, genes, indices)
-        n_genes, width = len(genes), self.module.n_latent
+        n_genes, width = len(genes), self.module.d_model
         sums = torch.zeros(len(names) * n_genes, width, dtype=torch.float64)
         counts = torch.zeros(len(names) * n_genes, dtype=torch.float64)
         for tensors, columns, group in self._gene_batches(

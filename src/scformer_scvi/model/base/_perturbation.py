@@ -254,13 +254,15 @@ class PerturbationMixin:
             tensors["condition"] = torch.full((rows.size, 1), condition_code)
             tensors = {k: v.to(module.device) for k, v in tensors.items()}
             encoded = module.inference(**module._get_inference_input(tensors))
-            state = module.perturbation_state(
-                encoded["z"],
+            shift = module.perturbation_shift(
                 encoded["condition_index"],
                 torch.from_numpy(self._informed(forced)).to(module.device),
             )
             params = module.gene_query(
-                state, encoded["batch_index"], panel.to(module.device).expand(rows.size, -1)
+                encoded["z"],
+                encoded["batch_index"],
+                panel.to(module.device).expand(rows.size, -1),
+                shift,
             )
             prediction = module.mvc_head.predict(params, observed_context(tensors, None))
             profiles.append(prediction.float().cpu().numpy())
