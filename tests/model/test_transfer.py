@@ -258,5 +258,8 @@ def test_update_batch_statistics_refuses_what_it_cannot_update(baron_small, refe
     plain.is_trained_ = True
     with pytest.raises(ValueError, match="domain_norm=True"):
         plain.update_batch_statistics()
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match="load_query_data"):
+    with (
+        pytest.warns(UserWarning, match="not seen in training"),
+        pytest.raises(ValueError, match="load_query_data"),
+    ):
         reference.update_batch_statistics(query)

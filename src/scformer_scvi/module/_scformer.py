@@ -255,10 +255,12 @@ class SCFormerModule(BaseModuleClass):
     ) -> dict[str, torch.Tensor]:
         """Encode token sequences.
 
-        Returns the cell embedding ``z``, the pooled token states it standardises
-        (``pooled``), the token states ``hidden`` (aligned with the input tokens), ``z_view2`` (a second dropout view, when training with CCE) and, on request,
-        the per-layer ``attention`` weights (over the encoder's sequence, in which the batch
-        and condition tokens, when used, follow ``<cls>``).
+        Returns the cell embedding ``z``, what it standardises (``pooled``: the pooled token
+        states, through the ``n_latent`` bottleneck if there is one), the token states
+        ``hidden`` (aligned with the input tokens), ``z_view2`` (a second dropout view, when
+        training with CCE) and, on request, the per-layer ``attention`` weights (over the
+        encoder's sequence, in which the batch and condition tokens, when used, follow
+        ``<cls>``).
         """
         n_cells = gene_ids.shape[0]
         batch_index = self._index(batch_index, n_cells, gene_ids.device)
