@@ -412,9 +412,7 @@ class SCFormerModule(BaseModuleClass):
         pooled embedding alone (one flagged token among hundreds) would dilute; ``s`` is
         learned and shared by all perturbations.
         """
-        shift = torch.zeros(
-            condition_index.shape[0], self.d_model, device=condition_index.device
-        )
+        shift = torch.zeros(condition_index.shape[0], self.d_model, device=condition_index.device)
         if self.perturbation_proj is not None and perturbation_ids is not None:
             perturbed = self.embedding.gene(perturbation_ids)  # <pad> rows are zero
             any_gene = (perturbation_ids != self.pad_id).any(dim=1, keepdim=True).to(shift)
