@@ -23,11 +23,16 @@ SCFORMER_MODEL = {
     "d_ff": 256,
     "max_seq_len": 256,
     "n_zero_genes": 64,
+    "value_encoding": "count_classes",
     "mvc_weight": 3.0,
+    "ecs_weight": 3.0,
     "batch_token": True,
     "domain_norm": True,
     "dar_weight": 0.0,
 }
+# Its training options besides epochs and precision: half of the genes the MVC objective
+# predicts from the cell embedding are genes the cell does not express.
+SCFORMER_TRAIN = {"batch_size": 64, "mvc_zero_fraction": 0.5}
 
 
 def machine() -> dict:

@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 import scvi
-from _common import SCFORMER_MODEL, SHARED_DATA, write_results
+from _common import SCFORMER_MODEL, SCFORMER_TRAIN, SHARED_DATA, write_results
 from sklearn.metrics import accuracy_score, f1_score
 
 from scformer_scvi import SCFormer
@@ -126,7 +126,7 @@ def expressing(*datasets: ad.AnnData) -> np.ndarray:
 
 # ------------------------------------------------------------------------------- methods
 def train(model: SCFormer, epochs: int) -> SCFormer:
-    model.train(max_epochs=epochs, batch_size=64, precision=PRECISION, enable_progress_bar=False)
+    model.train(max_epochs=epochs, precision=PRECISION, enable_progress_bar=False, **SCFORMER_TRAIN)
     return model
 
 
@@ -389,6 +389,7 @@ def main() -> None:
         "seeds": seeds,
         "config": {
             "scformer": settings.model,
+            "scformer_train": {**SCFORMER_TRAIN, "precision": PRECISION},
             "epochs": settings.epochs,
             "scvi": SCVI_MODEL,
             "scvi_epochs": settings.scvi_epochs,

@@ -27,6 +27,21 @@ from scformer_scvi.plotting import umap
 
 BATCH_KEY = "donor"
 LABEL_KEY = "cell_ontology_class"
+# The configuration of the integration benchmark (benchmarks/integration.py): raw-count
+# classes, batch token, per-donor embedding statistics, MVC and ECS objectives.
+MODEL = {
+    "d_model": 128,
+    "n_heads": 4,
+    "n_layers": 2,
+    "d_ff": 256,
+    "max_seq_len": 256,
+    "n_zero_genes": 64,
+    "value_encoding": "count_classes",
+    "mvc_weight": 3.0,
+    "ecs_weight": 3.0,
+    "batch_token": True,
+    "domain_norm": True,
+}
 
 
 def run_demo(
@@ -35,7 +50,7 @@ def run_demo(
     max_epochs: int = 12,
     seed: int = 0,
 ) -> dict:
-    """Pretrain a small scFormer on CPU, embed the cells and score the embedding.
+    """Pretrain a small scFormer on CPU (self-supervised), embed the cells and score them.
 
     Parameters
     ----------
@@ -64,12 +79,12 @@ def run_demo(
     )
     sc.pp.filter_cells(adata, min_counts=1)
 
-    SCFormer.setup_anndata(adata, layer="counts", batch_key=BATCH_KEY, labels_key=LABEL_KEY)
-    model = SCFormer(
-        adata, d_model=128, n_heads=4, n_layers=2, d_ff=256, max_seq_len=256, n_zero_genes=64
-    )
+    # Self-supervised: no labels_key, so the cell types scored below never train the model
+    # (with labels it would also fit a cell-type classifier on its embedding).
+    SCFormer.setup_anndata(adata, layer="counts", batch_key=BATCH_KEY)
+    model = SCFormer(adata, **MODEL)
     print(model)
-    model.train(max_epochs=max_epochs, batch_size=64)
+    model.train(max_epochs=max_epochs, batch_size=64, mvc_zero_fraction=0.5)
     adata.obsm[LATENT_KEY] = model.get_latent_representation()
     model.save(output / "model", overwrite=True)
 
