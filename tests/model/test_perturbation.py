@@ -7,7 +7,7 @@ import pytest
 import scanpy as sc
 import scvi
 
-from scformer_scvi import SCFormer
+from scformer_scvi import GeneVocab, SCFormer
 from scformer_scvi.data._perturbation import PerturbationPairs, parse_perturbations
 from tests.conftest import TINY_MODEL, TINY_TRAIN, shared_file
 
@@ -142,3 +142,17 @@ def test_condition_perturbation_on_kang():
     predicted = model.predict_perturbation(["stim", "ctrl"], n_cells=15)
     assert predicted.shape == (30, adata.n_vars)
     assert not np.allclose(predicted[:15].X, predicted[15:].X)  # the condition token matters
+
+
+def test_genes_the_model_knows_nothing_about_get_the_shared_effect(papalexi):
+    """Two untrained genes (vocabulary only) predict the same, typical perturbation effect."""
+    SCFormer.setup_anndata(papalexi, perturbation_key="perturbation", batch_key="batch")
+    targets = ["STAT1", "JAK2", "IRF1", "MYC", "IFNGR1"]
+    vocab = GeneVocab(papalexi.var_names).extend([*targets, "UNSEEN_A", "UNSEEN_B"])
+    model = SCFormer(papalexi, vocab=vocab, **TINY_MODEL)
+    model.train(max_epochs=1, **TINY_TRAIN)
+    model.train_perturbation(max_epochs=2, batch_size=32, enable_progress_bar=False)
+    effect = model.get_perturbation_effect(["UNSEEN_A", "UNSEEN_B", "STAT1"], n_cells=10)
+    np.testing.assert_array_equal(effect.loc["UNSEEN_A"], effect.loc["UNSEEN_B"])
+    assert np.abs(effect.loc["UNSEEN_A"]).max() > 0  # the shared component, not nothing
+    assert not np.allclose(effect.loc["UNSEEN_A"], effect.loc["STAT1"])

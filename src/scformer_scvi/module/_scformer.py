@@ -404,18 +404,25 @@ class SCFormerModule(BaseModuleClass):
         self,
         condition_index: torch.Tensor,
         perturbation_ids: torch.Tensor | None,
+        informed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """What a perturbation adds to a cell's decoder state (``shift`` of :meth:`gene_query`).
 
         ``[perturbed] (s + P(sum of the perturbed genes' embeddings)) + condition embedding``:
         a direct path from "which genes / which condition" to every decoded gene, which the
         pooled embedding alone (one flagged token among hundreds) would dilute; ``s`` is
-        learned and shared by all perturbations.
+        learned and shared by all perturbations. ``informed`` (same shape as
+        ``perturbation_ids``, default all true) marks the genes whose embeddings were trained;
+        the others count as perturbed but add no gene-specific part, so a perturbation of
+        genes the model knows nothing about gets ``s`` alone.
         """
         shift = torch.zeros(condition_index.shape[0], self.d_model, device=condition_index.device)
         if self.perturbation_proj is not None and perturbation_ids is not None:
-            perturbed = self.embedding.gene(perturbation_ids)  # <pad> rows are zero
-            any_gene = (perturbation_ids != self.pad_id).any(dim=1, keepdim=True).to(shift)
+            genes = perturbation_ids != self.pad_id
+            any_gene = genes.any(dim=1, keepdim=True).to(shift)
+            if informed is not None:
+                genes = genes & informed
+            perturbed = self.embedding.gene(perturbation_ids) * genes.unsqueeze(-1)
             specific = self.perturbation_proj(perturbed.sum(dim=1))
             if self.training and self.perturbation_gene_dropout:
                 kept = torch.rand_like(any_gene) >= self.perturbation_gene_dropout

@@ -249,14 +249,19 @@ class PerturbationMixin:
         for start in range(0, control_rows.size, batch_size or 128):
             rows = control_rows[start : start + (batch_size or 128)]
             forced = np.broadcast_to(perturbed_ids, (rows.size, perturbed_ids.size))
-            tensors = tokenizer(counts[rows], forced_ids=forced).to_tensors()  # deterministic
+            informed = self._informed(forced)
+            # Genes the model knows nothing about do not enter as tokens: their untrained
+            # embeddings would shift the cell embedding arbitrarily.
+            tensors = tokenizer(counts[rows], forced_ids=informed).to_tensors()  # deterministic
             tensors["batch"] = torch.from_numpy(batch_codes[rows].reshape(-1, 1))
             tensors["condition"] = torch.full((rows.size, 1), condition_code)
             tensors = {k: v.to(module.device) for k, v in tensors.items()}
             encoded = module.inference(**module._get_inference_input(tensors))
+            ids = torch.from_numpy(np.ascontiguousarray(forced)).to(module.device)
             shift = module.perturbation_shift(
                 encoded["condition_index"],
-                torch.from_numpy(self._informed(forced)).to(module.device),
+                ids,
+                torch.from_numpy(informed == forced).to(module.device),
             )
             params = module.gene_query(
                 encoded["z"],
@@ -484,8 +489,8 @@ class PerturbationMixin:
         """``perturbed_ids`` with genes the model knows nothing about replaced by ``<pad>``.
 
         A gene neither measured in the training panel nor perturbed in training has an
-        untrained embedding: it would add an arbitrary shift, so the decoder gets only the
-        shared perturbation component for it (the genes still enter the encoder as tokens).
+        untrained embedding, which would add an arbitrary shift: it does not enter the encoder
+        as a token, and the decoder gets only the shared perturbation component for it.
         """
         known = getattr(self, "perturbation_known_genes_", None)
         if known is None:
