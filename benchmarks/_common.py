@@ -10,29 +10,15 @@ from pathlib import Path
 
 import torch
 
+from scformer_scvi import demo
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
-
-# The scFormer model of the integration and transfer benchmarks, chosen by the integration
-# tuning on Baron (benchmarks/integration.py, TUNING).
-SCFORMER_MODEL = {
-    "d_model": 128,
-    "n_heads": 4,
-    "n_layers": 2,
-    "d_ff": 256,
-    "max_seq_len": 256,
-    "n_zero_genes": 64,
-    "value_encoding": "count_classes",
-    "mvc_weight": 3.0,
-    "ecs_weight": 3.0,
-    "batch_token": True,
-    "domain_norm": True,
-    "dar_weight": 0.0,
-}
-# Its training options besides epochs and precision: half of the genes the MVC objective
-# predicts from the cell embedding are genes the cell does not express.
-SCFORMER_TRAIN = {"batch_size": 64, "mvc_zero_fraction": 0.5}
+# The integration and transfer benchmarks train the demo's scFormer, whose configuration the
+# integration tuning on Baron chose (benchmarks/integration.py, TUNING).
+SCFORMER_MODEL = demo.MODEL
+SCFORMER_TRAIN = demo.TRAIN
 
 
 def machine() -> dict:
