@@ -336,6 +336,11 @@ def main() -> None:
             print(pd.DataFrame(fold_rows).groupby("method")["pearson_delta_de"].mean())
         target_rows += target_prediction(adata, seed, args, observed)
         rows += kang(seed, args)
+        # after every seed, so that an interrupted run keeps the seeds it finished
+        write_tables(rows, target_rows, adata, args, time.perf_counter() - started)
+
+
+def write_tables(rows: list, target_rows: list, adata: ad.AnnData, args, seconds: float) -> None:
     table = pd.DataFrame(rows)
     table.to_csv(RESULTS / "perturbation.csv", index=False)
     metrics = ["pearson", "pearson_delta", "pearson_delta_de", "mse_de", "direction_agreement"]
@@ -350,6 +355,7 @@ def main() -> None:
         {
             "model": MODEL,
             "settings": {k: v for k, v in vars(args).items()},
+            "seeds_done": sorted(table["seed"].unique().tolist()),
             "papalexi_cells": adata.n_obs,
             "summary": {
                 f"{d}|{m}": {f"{k}_{s}": v for (k, s), v in row.items()}
@@ -359,7 +365,7 @@ def main() -> None:
                 m: {f"{k}_{s}": v for (k, s), v in row.items()}
                 for m, row in target_summary.iterrows()
             },
-            "wall_time_s": round(time.perf_counter() - started, 1),
+            "wall_time_s": round(seconds, 1),
         },
     )
 
