@@ -45,12 +45,14 @@ unlabelled cells only, as every method here sees them.
 Accuracy and macro-F1 (over the classes present in truth or prediction), per fold and seed;
 summaries are means and standard deviations over seeds of the per-seed means. Run:
 ``.venv/bin/python benchmarks/transfer.py [--quick] [--parts a b] [--seeds 0 1 2]``; writes
-``results/transfer.json`` (``transfer_quick.json`` with ``--quick``).
+``results/transfer.json`` (``transfer_quick.json`` with ``--quick``) after every part, keeping
+the runs of other seeds already there when the configuration is the same.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -60,7 +62,7 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 import scvi
-from _common import SCFORMER_MODEL, SCFORMER_TRAIN, SHARED_DATA, write_results
+from _common import RESULTS, SCFORMER_MODEL, SCFORMER_TRAIN, SHARED_DATA, write_results
 from sklearn.metrics import accuracy_score, f1_score
 
 from scformer_scvi import SCFormer
@@ -362,6 +364,64 @@ def summarise(runs: list[dict]) -> dict:
     }
 
 
+def configuration(settings: Settings) -> dict:
+    """What a result depends on besides the seed; runs of other seeds merge only if it matches."""
+    return {
+        "scformer": settings.model,
+        "scformer_train": {**SCFORMER_TRAIN, "precision": PRECISION},
+        "epochs": settings.epochs,
+        "scvi": SCVI_MODEL,
+        "scvi_epochs": settings.scvi_epochs,
+        "scanvi_epochs": settings.scanvi_epochs,
+        "knn_k": K,
+    }
+
+
+def earlier_runs(name: str, config: dict, seeds: list[int]) -> dict:
+    """The runs of other seeds in an existing result file of the same configuration."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return {"a": [], "b": [], "seconds": {}}
+    earlier = json.loads(path.read_text())
+    if earlier.get("config") != json.loads(json.dumps(config)):
+        return {"a": [], "b": [], "seconds": {}}
+
+    def kept(items):
+        return [run for run in items if run["seed"] not in seeds]
+
+    return {
+        "a": kept(earlier.get("part_a", {}).get("runs", [])),
+        "b": kept(earlier.get("part_b", {}).get("runs", [])),
+        "seconds": {
+            seed: seconds
+            for seed, seconds in earlier.get("seconds_per_seed", {}).items()
+            if int(seed) not in seeds
+        },
+    }
+
+
+def write(name: str, config: dict, runs: dict, species: Species) -> None:
+    payload = {
+        "seeds": sorted({run["seed"] for run in runs["a"] + runs["b"]}),
+        "config": config,
+        "seconds_per_seed": runs["seconds"],
+    }
+    if runs["a"]:
+        payload["part_a"] = {"runs": runs["a"], "summary": summarise(runs["a"])}
+    if runs["b"]:
+        payload["part_b"] = {
+            "shared_cell_types": species.shared,
+            "genes": {
+                "expansion_reference": species.human_expansion.n_vars,
+                "expansion_query": species.mouse_expansion.n_vars,
+                "restricted": species.human_restricted.n_vars,
+            },
+            "runs": runs["b"],
+            "summary": summarise(runs["b"]),
+        }
+    write_results(name, payload)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models, one fold: a smoke run")
@@ -370,49 +430,26 @@ def main() -> None:
     options = parser.parse_args()
     settings = Settings.make(options.quick)
     seeds = options.seeds[:1] if options.quick else options.seeds
+    name = "transfer_quick" if options.quick else "transfer"
+    config = configuration(settings)
     warnings.filterwarnings("ignore", category=UserWarning)
-    start = time.perf_counter()
     human = hvg(read("baron2016_human_pancreas_came.h5ad"))
     human = human[expressing(human)].copy()
-    species = species_panels(human) if "b" in options.parts else None
-    runs_a, runs_b, pretrain_seconds = [], [], []
+    species = species_panels(human)
+    # Runs of other seeds with this configuration are kept, and the file is rewritten after
+    # every part: seeds can be run separately, and an interrupted run keeps what it finished.
+    runs = earlier_runs(name, config, seeds)
     for seed in seeds:
-        t0 = time.perf_counter()
+        start = time.perf_counter()
         pretrained = pretrain(human, seed, settings)
-        pretrain_seconds.append(round(time.perf_counter() - t0))
         if "a" in options.parts:
-            runs_a += part_a(human, pretrained, seed, settings, options.quick)
-        if species is not None:
-            runs_b.append(part_b(species, pretrained, seed, settings))
-    payload = {
-        "quick": options.quick,
-        "seeds": seeds,
-        "config": {
-            "scformer": settings.model,
-            "scformer_train": {**SCFORMER_TRAIN, "precision": PRECISION},
-            "epochs": settings.epochs,
-            "scvi": SCVI_MODEL,
-            "scvi_epochs": settings.scvi_epochs,
-            "scanvi_epochs": settings.scanvi_epochs,
-            "knn_k": K,
-        },
-        "pretrain_seconds": pretrain_seconds,
-    }
-    if runs_a:
-        payload["part_a"] = {"runs": runs_a, "summary": summarise(runs_a)}
-    if runs_b:
-        payload["part_b"] = {
-            "shared_cell_types": species.shared,
-            "genes": {
-                "expansion_reference": species.human_expansion.n_vars,
-                "expansion_query": species.mouse_expansion.n_vars,
-                "restricted": species.human_restricted.n_vars,
-            },
-            "runs": runs_b,
-            "summary": summarise(runs_b),
-        }
-    payload["wall_seconds"] = round(time.perf_counter() - start)
-    write_results("transfer_quick" if options.quick else "transfer", payload)
+            runs["a"] += part_a(human, pretrained, seed, settings, options.quick)
+            runs["seconds"][str(seed)] = round(time.perf_counter() - start)
+            write(name, config, runs, species)
+        if "b" in options.parts:
+            runs["b"].append(part_b(species, pretrained, seed, settings))
+            runs["seconds"][str(seed)] = round(time.perf_counter() - start)
+            write(name, config, runs, species)
 
 
 if __name__ == "__main__":
