@@ -112,24 +112,29 @@ def first_round(model: dict | None = None, train: dict | None = None) -> dict:
 TUNING: dict[str, dict] = {
     "demo_no_batch": first_round({**NO_BATCH, "mvc_weight": 1.0}, {"precision": "32"}),
     "mvc1": first_round({**NO_BATCH, "mvc_weight": 1.0}),
-    "mvc1_e30": first_round({**NO_BATCH, "mvc_weight": 1.0}, {"steps": 30 * 31}),
+    "mvc1_e30": first_round({**NO_BATCH, "mvc_weight": 1.0}, {"steps": 30 * BARON_STEPS_PER_EPOCH}),
     "mvc1_lr3e-3": first_round({**NO_BATCH, "mvc_weight": 1.0}, {"lr": 3e-3}),
     "mvc1_cls": first_round({**NO_BATCH, "mvc_weight": 1.0, "cell_embedding": "cls"}),
     "mvc3": first_round(NO_BATCH),
     "mvc3_bs32": first_round(NO_BATCH, {"batch_size": 32}),
-    "mvc3_e30": first_round(NO_BATCH, {"steps": 30 * 31}),
+    "mvc3_e30": first_round(NO_BATCH, {"steps": 30 * BARON_STEPS_PER_EPOCH}),
     "mvc3_ecs": first_round({**NO_BATCH, "ecs_weight": 1.0}),
     "mvc3_cce": first_round({**NO_BATCH, "cce_weight": 1.0}),
     "mvc3_dar": first_round({**NO_BATCH, "dar_weight": 1.0}),
     "mvc3_dsbn": first_round({**NO_BATCH, "domain_norm": True}),
     "mvc3_batch_token": first_round({**NO_BATCH, "batch_token": True}),
     "dsbn_batch_token": first_round(),
-    "mvc3_dsbn_e30": first_round({**NO_BATCH, "domain_norm": True}, {"steps": 30 * 31}),
+    "mvc3_dsbn_e30": first_round(
+        {**NO_BATCH, "domain_norm": True}, {"steps": 30 * BARON_STEPS_PER_EPOCH}
+    ),
     "counts": {"model": COUNTS_ONLY, "train": FIRST_ROUND_TRAIN},
     "counts_mvc_zeros": {"model": COUNTS_ONLY},
     "counts_mvc_zeros_ecs": {"model": {"ecs_weight": 1.0}},
     "counts_mvc_zeros_ecs3": {},
-    "counts_mvc_zeros_ecs_e18": {"model": {"ecs_weight": 1.0}, "train": {"steps": 18 * 31}},
+    "counts_mvc_zeros_ecs_e18": {
+        "model": {"ecs_weight": 1.0},
+        "train": {"steps": 18 * BARON_STEPS_PER_EPOCH},
+    },
 }
 
 
