@@ -245,23 +245,24 @@ class PerturbationMixin:
         module = self.module
         module.eval()
         panel = torch.from_numpy(tokenizer.known_ids)
+        # Genes the model knows nothing about do not enter as tokens: their untrained
+        # embeddings would shift the cell embedding arbitrarily.
+        informed_ids = self._informed(perturbed_ids)
+        ids = torch.from_numpy(np.ascontiguousarray(perturbed_ids)).to(module.device)
+        informed = torch.from_numpy(informed_ids == perturbed_ids).to(module.device)
         profiles = []
         for start in range(0, control_rows.size, batch_size or 128):
             rows = control_rows[start : start + (batch_size or 128)]
-            forced = np.broadcast_to(perturbed_ids, (rows.size, perturbed_ids.size))
-            informed = self._informed(forced)
-            # Genes the model knows nothing about do not enter as tokens: their untrained
-            # embeddings would shift the cell embedding arbitrarily.
-            tensors = tokenizer(counts[rows], forced_ids=informed).to_tensors()  # deterministic
+            forced = np.broadcast_to(informed_ids, (rows.size, informed_ids.size))
+            tensors = tokenizer(counts[rows], forced_ids=forced).to_tensors()  # deterministic
             tensors["batch"] = torch.from_numpy(batch_codes[rows].reshape(-1, 1))
             tensors["condition"] = torch.full((rows.size, 1), condition_code)
             tensors = {k: v.to(module.device) for k, v in tensors.items()}
             encoded = module.inference(**module._get_inference_input(tensors))
-            ids = torch.from_numpy(np.ascontiguousarray(forced)).to(module.device)
             shift = module.perturbation_shift(
                 encoded["condition_index"],
-                ids,
-                torch.from_numpy(informed == forced).to(module.device),
+                ids.expand(rows.size, -1),
+                informed.expand(rows.size, -1),
             )
             params = module.gene_query(
                 encoded["z"],
