@@ -46,7 +46,7 @@ Accuracy and macro-F1 (over the classes present in truth or prediction), per fol
 summaries are means and standard deviations over seeds of the per-seed means. Run:
 ``.venv/bin/python benchmarks/transfer.py [--quick] [--parts a b] [--seeds 0 1 2]``; writes
 ``results/transfer.json`` (``transfer_quick.json`` with ``--quick``) after every part, keeping
-the runs of other seeds already there when the configuration is the same.
+the runs of other seeds and parts already there when the configuration is the same.
 """
 
 from __future__ import annotations
@@ -377,8 +377,12 @@ def configuration(settings: Settings) -> dict:
     }
 
 
-def earlier_runs(name: str, config: dict, seeds: list[int]) -> dict:
-    """The runs of other seeds in an existing result file of the same configuration."""
+def earlier_runs(name: str, config: dict, seeds: list[int], parts: list[str]) -> dict:
+    """The runs in an existing result file of the same configuration that this run keeps.
+
+    A part's run is replaced only when this run repeats that part for that seed: running
+    ``--seeds 0 --parts b`` keeps seed 0's part (a).
+    """
     path = RESULTS / f"{name}.json"
     if not path.exists():
         return {"a": [], "b": [], "seconds": {}}
@@ -386,18 +390,11 @@ def earlier_runs(name: str, config: dict, seeds: list[int]) -> dict:
     if earlier.get("config") != json.loads(json.dumps(config)):
         return {"a": [], "b": [], "seconds": {}}
 
-    def kept(items):
-        return [run for run in items if run["seed"] not in seeds]
+    def kept(part: str) -> list[dict]:
+        runs = earlier.get(f"part_{part}", {}).get("runs", [])
+        return [run for run in runs if part not in parts or run["seed"] not in seeds]
 
-    return {
-        "a": kept(earlier.get("part_a", {}).get("runs", [])),
-        "b": kept(earlier.get("part_b", {}).get("runs", [])),
-        "seconds": {
-            seed: seconds
-            for seed, seconds in earlier.get("seconds_per_seed", {}).items()
-            if int(seed) not in seeds
-        },
-    }
+    return {"a": kept("a"), "b": kept("b"), "seconds": earlier.get("seconds_per_seed", {})}
 
 
 def write(name: str, config: dict, runs: dict, species: Species) -> None:
@@ -436,21 +433,25 @@ def main() -> None:
     human = hvg(read("baron2016_human_pancreas_came.h5ad"))
     human = human[expressing(human)].copy()
     species = species_panels(human)
-    # Runs of other seeds with this configuration are kept, and the file is rewritten after
-    # every part: seeds can be run separately, and an interrupted run keeps what it finished.
-    runs = earlier_runs(name, config, seeds)
+    # Runs of other seeds and parts with this configuration are kept, and the file is rewritten
+    # after every part: seeds and parts can be run separately, and an interrupted run keeps what
+    # it finished.
+    runs = earlier_runs(name, config, seeds, options.parts)
     for seed in seeds:
+        seconds = runs["seconds"].setdefault(str(seed), {})
         start = time.perf_counter()
         pretrained = pretrain(human, seed, settings)
+        seconds["pretrain"] = round(time.perf_counter() - start)
         if "a" in options.parts:
+            start = time.perf_counter()
             runs["a"] += part_a(human, pretrained, seed, settings, options.quick)
-            runs["seconds"][str(seed)] = round(time.perf_counter() - start)
+            seconds["a"] = round(time.perf_counter() - start)
             write(name, config, runs, species)
         if "b" in options.parts:
+            start = time.perf_counter()
             runs["b"].append(part_b(species, pretrained, seed, settings))
-            runs["seconds"][str(seed)] = round(time.perf_counter() - start)
+            seconds["b"] = round(time.perf_counter() - start)
             write(name, config, runs, species)
-
 
 if __name__ == "__main__":
     main()
