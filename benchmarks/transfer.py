@@ -453,5 +453,6 @@ def main() -> None:
             seconds["b"] = round(time.perf_counter() - start)
             write(name, config, runs, species)
 
+
 if __name__ == "__main__":
     main()
