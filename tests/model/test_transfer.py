@@ -87,7 +87,8 @@ def test_new_tokens_start_from_orthologs(reference, tmp_path):
     path = tmp_path / "orthologs.csv"
     table.to_csv(path, index=False)
     model = SCFormer.load_query_data(reference.adata.copy(), reference, freeze=False)
-    added = model.expand_vocab(["m0", "m1", "m2"], init_from=path)
+    with pytest.warns(UserWarning, match=r"1 of 3 new genes have no ortholog .*'m2'"):
+        added = model.expand_vocab(["m0", "m1", "m2"], init_from=path)
     assert list(added["init"]) == [f"ortholog:{genes[0]}", f"ortholog:{genes[1]}", "mean"]
     weight = model.module.embedding.gene.weight.detach()
     ids = model.vocab_.lookup(["m0", "m1", genes[0], genes[1]])
