@@ -212,7 +212,8 @@ class TransferMixin:
             embeddings (and dispersions). ``"random"``: random, with the spread of the
             existing embeddings. An ortholog table (DataFrame or CSV/TSV path, e.g.
             ``gene_matches_1v1_human2mouse.csv``): a new gene starts as the mean of its
-            orthologs in the vocabulary; genes without one start at the mean.
+            orthologs in the vocabulary; genes without one start at the mean, with a warning
+            (such tokens mean nothing until trained).
         freeze_old
             Keep the existing rows bitwise unchanged in training (gradient hook plus a
             restore after each optimizer step, which undoes AdamW weight decay); new rows
