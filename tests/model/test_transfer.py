@@ -224,6 +224,43 @@ def test_fine_tuning_an_unlabelled_model_for_annotation(baron_small):
         SCFormer.load_query_data(baron_small.copy(), pretrained, labels_key="nope")
 
 
+def test_balanced_class_weights_even_out_the_classes(baron_small):
+    SCFormer.setup_anndata(baron_small, labels_key=LABELS)
+    model = SCFormer(baron_small, **TINY_MODEL)
+    weights = np.asarray(model._class_weights("balanced"))
+    labels = baron_small.obs[LABELS].astype(str)
+    counts = labels.value_counts().reindex(model._label_categories()).to_numpy()
+    # every class present carries the same total weight, and the mean cell weight is 1
+    np.testing.assert_allclose(weights * counts, np.full(counts.size, counts.sum() / counts.size))
+    np.testing.assert_allclose((weights * counts).sum(), labels.size)
+    chosen = model._class_weights({"T cell": 5.0, "mast cell": 0})
+    assert chosen[list(model._label_categories()).index("T cell")] == 5.0
+    assert sorted(set(chosen)) == [0.0, 1.0, 5.0]
+    with pytest.raises(ValueError, match=r"not registered: \['neuron'\]"):
+        model._class_weights({"neuron": 2.0})
+    with pytest.raises(ValueError, match="non-negative"):
+        model._class_weights({"T cell": -1.0})
+    with pytest.raises(ValueError, match="'balanced', a mapping"):
+        model._class_weights("inverse")
+
+
+def test_class_weight_reaches_the_classification_loss(baron_small):
+    SCFormer.setup_anndata(baron_small, labels_key=LABELS)
+    model = SCFormer(baron_small, **TINY_MODEL)
+    ignored = dict.fromkeys(model._label_categories(), 0.0)
+    model.train(max_epochs=1, class_weight=ignored, **TINY_TRAIN)
+    model.train(max_epochs=1, class_weight="balanced", **TINY_TRAIN)  # history accumulates
+    ignored_loss, balanced_loss = model.history["classification_loss_train"].to_numpy(float).ravel()
+    assert ignored_loss == 0.0 and balanced_loss > 0.0
+
+
+def test_class_weight_needs_a_classification_head(baron_small):
+    SCFormer.setup_anndata(baron_small)
+    model = SCFormer(baron_small, **TINY_MODEL)
+    with pytest.raises(ValueError, match="trains no classification head"):
+        model.train(max_epochs=1, class_weight="balanced", **TINY_TRAIN)
+
+
 def test_update_batch_statistics_refits_a_held_out_donor(baron_small):
     """Fine-tuning without a donor leaves its statistics stale; re-estimating fixes them."""
     SCFormer.setup_anndata(baron_small, batch_key="donor")

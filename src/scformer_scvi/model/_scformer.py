@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -279,9 +280,10 @@ class SCFormer(
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
         bank: scbank.DataBank | None = None,
+        class_weight: Literal["balanced"] | Mapping[str, float] | None = None,
         **trainer_kwargs,
     ):
-        """Pretrain by masked value prediction.
+        """Train by masked value prediction (plus classification when labels are registered).
 
         Parameters
         ----------
@@ -314,6 +316,14 @@ class SCFormer(
             Train on the cells of this :class:`scbank.DataBank` (a model made with
             :meth:`from_bank`), streamed with bounded memory and split across DDP ranks and
             dataloader workers. Every cell is used for training (no validation split).
+        class_weight
+            Weights of the cell-type classes in the classification loss (models set up with
+            ``labels_key``). ``"balanced"`` weighs each class by ``n_cells / (n_classes *
+            n_cells_of_class)``, as scikit-learn's ``class_weight="balanced"``, so that a
+            rare cell type counts as much as a common one: it raises macro-F1 when types
+            are imbalanced. A mapping gives labels their weights (unnamed labels weigh 1;
+            0 leaves a label's cells out of the head's training). ``None``: every cell
+            weighs the same.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` / Lightning, e.g. ``precision="bf16-mixed"``,
             ``gradient_clip_val=1.0``, ``early_stopping=True``. ``precision="auto"`` takes
@@ -325,6 +335,10 @@ class SCFormer(
             steps_per_epoch = max(1, math.ceil(0.9 * n_obs / batch_size))
             max_epochs = int(np.clip(round(_TARGET_STEPS / steps_per_epoch), 2, 100))
         plan_kwargs = {"lr": lr, **(plan_kwargs or {})}
+        if class_weight is not None:
+            if bank is not None:
+                raise ValueError("class_weight= is not supported when training from a bank.")
+            plan_kwargs["class_weight"] = self._class_weights(class_weight)
         trainer_kwargs = with_trainer_defaults(trainer_kwargs, accelerator)
         if bank is not None:
             options = datasplitter_kwargs or {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -493,10 +494,14 @@ class SCFormerModule(BaseModuleClass):
         inference_outputs: dict,
         generative_outputs: dict,
         dar_scale: float = 1.0,
+        class_weight: Sequence[float] | None = None,
     ) -> LossOutput:
         """Weighted sum of the active objectives; each is also logged on its own.
 
         ``dar_scale`` is the current strength of the gradient reversal (0..1).
+        ``class_weight`` weighs each cell's classification loss by the weight of its label
+        (one weight per label code; a weight of 0 leaves the cell out of the head's training,
+        e.g. unlabelled cells); ``None`` weighs all cells equally.
         """
         mask = tensors[MLM_MASK_KEY]
         targets = token_targets(tensors)
@@ -525,9 +530,10 @@ class SCFormerModule(BaseModuleClass):
             terms["ecs"] = elastic_similarity_loss(z, self.ecs_threshold)
         if "logits" in generative_outputs:
             labels = tensors[REGISTRY_KEYS.LABELS_KEY].reshape(-1).long()
-            logits = generative_outputs["logits"]
-            terms["classification"] = F.cross_entropy(logits.float(), labels)
-            metrics["classification_accuracy"] = (logits.argmax(-1) == labels).float().mean()
+            logits = generative_outputs["logits"].float()
+            terms["classification"], metrics["classification_accuracy"] = classification_loss(
+                logits, labels, class_weight
+            )
         if self.discriminator is not None:
             batches = inference_outputs["batch_index"]
             logits = self.discriminator(grad_reverse(z, dar_scale))
@@ -545,6 +551,27 @@ class SCFormerModule(BaseModuleClass):
     def sample(self, *args, **kwargs):
         """Not defined: scFormer is not a generative latent-variable model."""
         raise NotImplementedError("SCFormerModule does not define a sampling distribution.")
+
+
+def classification_loss(
+    logits: torch.Tensor, labels: torch.Tensor, class_weight: Sequence[float] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy and accuracy of the cell-type head, optionally weighted per class.
+
+    Weighted, the loss is the weighted mean over the minibatch (as
+    :func:`torch.nn.functional.cross_entropy` with ``weight=``), but it is 0 rather than NaN for
+    a minibatch whose cells all weigh 0, and accuracy counts the cells that weigh more than 0.
+    """
+    if class_weight is None:
+        return F.cross_entropy(logits, labels), (logits.argmax(-1) == labels).float().mean()
+    weight = torch.as_tensor(class_weight, dtype=logits.dtype, device=logits.device)[labels]
+    loss = (weight * F.cross_entropy(logits, labels, reduction="none")).sum()
+    counted = weight > 0
+    correct = ((logits.argmax(-1) == labels) & counted).sum()
+    return (
+        loss / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny),
+        correct / counted.sum().clamp_min(1),
+    )
 
 
 def token_targets(tensors: dict[str, torch.Tensor]) -> TokenTargets:

@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -487,6 +487,42 @@ class TransferMixin:
     def _label_categories(self) -> np.ndarray:
         state = self.registry_["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
         return np.asarray(state["categorical_mapping"]).astype(str)
+
+    def _class_weights(
+        self, class_weight: Literal["balanced"] | Mapping[str, float] | None
+    ) -> tuple[float, ...] | None:
+        """Weight of every label code in the classification loss (see ``train``)."""
+        if class_weight is None:
+            return None
+        if self.module.classifier is None or not self.module.weights["classification"]:
+            raise ValueError(
+                "class_weight= weighs the classification loss, but this model trains no "
+                "classification head: set it up with labels_key= (classification_weight > 0)."
+            )
+        categories = self._label_categories()
+        if isinstance(class_weight, Mapping):
+            unknown = sorted(set(map(str, class_weight)) - set(categories))
+            if unknown:
+                raise ValueError(
+                    f"class_weight names labels that are not registered: {unknown}. "
+                    f"Registered labels: {list(categories)}."
+                )
+            weights = np.array([float(class_weight.get(c, 1.0)) for c in categories])
+            if not np.isfinite(weights).all() or (weights < 0).any():
+                raise ValueError("class_weight values must be finite and non-negative.")
+            return tuple(weights.tolist())
+        if class_weight != "balanced":
+            raise ValueError(
+                f"class_weight must be 'balanced', a mapping label -> weight or None, got "
+                f"{class_weight!r}."
+            )
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel()
+        counts = np.bincount(codes.astype(np.int64), minlength=categories.size).astype(float)
+        present = counts > 0
+        # n_cells / (n_classes * n_class): every class present weighs as much in total.
+        weights = np.zeros(categories.size)
+        weights[present] = counts.sum() / (present.sum() * counts[present])
+        return tuple(weights.tolist())
 
     def _labels_optional(self, adata: AnnData | None) -> AnnData | None:
         """``adata``, or a light copy with placeholder labels if it lacks the label column."""
