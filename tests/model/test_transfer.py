@@ -261,6 +261,61 @@ def test_class_weight_needs_a_classification_head(baron_small):
         model.train(max_epochs=1, class_weight="balanced", **TINY_TRAIN)
 
 
+def test_unlabelled_cells_train_everything_but_the_head(baron_small, tmp_path):
+    hidden = (baron_small.obs["donor"] == "human4").to_numpy()
+    labels = baron_small.obs[LABELS].astype(str)
+    baron_small.obs[LABELS] = np.where(hidden, "Unknown", labels)
+    SCFormer.setup_anndata(baron_small, labels_key=LABELS, unlabeled_category="Unknown")
+    model = SCFormer(baron_small, **TINY_MODEL)
+    categories = list(model._label_categories())
+    unknown = categories.index("Unknown")
+    weights = model._class_weights(None)
+    assert weights[unknown] == 0.0 and sum(weights) == len(categories) - 1
+    balanced = np.asarray(model._class_weights("balanced"))
+    counts = labels[~hidden].value_counts()
+    for label, count in counts.items():  # balanced over the labelled cells only
+        weight = balanced[categories.index(label)]
+        np.testing.assert_allclose(weight * count, (~hidden).sum() / counts.size)
+    assert balanced[unknown] == 0.0
+    with pytest.raises(ValueError, match=r"not registered: \['Unknown'\]"):
+        model._class_weights({"Unknown": 1.0})
+    model.train(max_epochs=1, **TINY_TRAIN)
+    assert "Unknown" not in set(model.predict())
+    soft = model.predict(soft=True)
+    assert "Unknown" not in soft.columns and soft.shape[1] == len(categories) - 1
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-5)
+    model.save(tmp_path / "m")
+    loaded = SCFormer.load(tmp_path / "m", baron_small)
+    pd.testing.assert_frame_equal(loaded.predict(soft=True), soft)
+
+
+def test_unlabeled_category_needs_labels(baron_small):
+    with pytest.raises(ValueError, match="no labels_key was given"):
+        SCFormer.setup_anndata(baron_small, unlabeled_category="Unknown")
+    SCFormer.setup_anndata(baron_small)
+    pretrained = SCFormer(baron_small, **TINY_MODEL)
+    with pytest.raises(ValueError, match="goes with labels_key"):
+        SCFormer.load_query_data(baron_small, pretrained, unlabeled_category="Unknown")
+
+
+def test_fine_tuning_with_unlabelled_query_cells(baron_small):
+    """scANVI-style: the held-out donor's cells train with the others, without labels."""
+    SCFormer.setup_anndata(baron_small, batch_key="donor")
+    pretrained = SCFormer(baron_small, **TINY_MODEL)
+    pretrained.train(max_epochs=1, **TINY_TRAIN)
+    hidden = (baron_small.obs["donor"] == "human4").to_numpy()
+    adata = baron_small.copy()
+    adata.obs[LABELS] = np.where(hidden, "Unknown", adata.obs[LABELS].astype(str))
+    tuned = SCFormer.load_query_data(
+        adata, pretrained, freeze=False, labels_key=LABELS, unlabeled_category="Unknown"
+    )
+    assert tuned.registry_["setup_args"]["unlabeled_category"] == "Unknown"
+    tuned.train(max_epochs=1, class_weight="balanced", **TINY_TRAIN)
+    assert set(tuned.predict(indices=np.flatnonzero(hidden))) <= set(
+        baron_small.obs[LABELS].astype(str)
+    )
+
+
 def test_update_batch_statistics_refits_a_held_out_donor(baron_small):
     """Fine-tuning without a donor leaves its statistics stale; re-estimating fixes them."""
     SCFormer.setup_anndata(baron_small, batch_key="donor")

@@ -198,6 +198,7 @@ class SCFormer(
         layer: str | None = None,
         batch_key: str | None = None,
         labels_key: str | None = None,
+        unlabeled_category: str | None = None,
         gene_key: str | None = None,
         allow_non_integer: bool = False,
         perturbation_key: str | None = None,
@@ -218,6 +219,10 @@ class SCFormer(
             Layer with raw counts; ``None`` uses ``adata.X``.
         %(param_batch_key)s
         %(param_labels_key)s
+        unlabeled_category
+            The value of ``labels_key`` that marks cells without a label (e.g. ``"Unknown"``),
+            as in scANVI: such cells train everything but the classification head, and
+            :meth:`predict` never returns it.
         gene_key
             Column of ``adata.var`` with the gene names used as tokens; ``None`` uses
             ``var_names``.
@@ -250,6 +255,11 @@ class SCFormer(
                     f"{name}={key!r} is not a column of adata.obs (columns: "
                     f"{list(adata.obs.columns)}). Pass one of those, or {name}=None."
                 )
+        if unlabeled_category is not None and labels_key is None:
+            raise ValueError(
+                f"unlabeled_category={unlabeled_category!r} marks cells without a label in "
+                "labels_key, but no labels_key was given: pass labels_key= too."
+            )
         gene_names(adata, gene_key)  # raises if gene_key is not a var column
         for key in (perturbation_key, condition_key):
             if key is not None and "source_registry" not in kwargs:
@@ -323,7 +333,7 @@ class SCFormer(
             rare cell type counts as much as a common one: it raises macro-F1 when types
             are imbalanced. A mapping gives labels their weights (unnamed labels weigh 1;
             0 leaves a label's cells out of the head's training). ``None``: every cell
-            weighs the same.
+            weighs the same. Cells of the ``unlabeled_category`` weigh 0 in every case.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` / Lightning, e.g. ``precision="bf16-mixed"``,
             ``gradient_clip_val=1.0``, ``early_stopping=True``. ``precision="auto"`` takes
@@ -335,10 +345,11 @@ class SCFormer(
             steps_per_epoch = max(1, math.ceil(0.9 * n_obs / batch_size))
             max_epochs = int(np.clip(round(_TARGET_STEPS / steps_per_epoch), 2, 100))
         plan_kwargs = {"lr": lr, **(plan_kwargs or {})}
-        if class_weight is not None:
-            if bank is not None:
-                raise ValueError("class_weight= is not supported when training from a bank.")
-            plan_kwargs["class_weight"] = self._class_weights(class_weight)
+        if bank is not None and class_weight is not None:
+            raise ValueError("class_weight= is not supported when training from a bank.")
+        weights = None if bank is not None else self._class_weights(class_weight)
+        if weights is not None:
+            plan_kwargs["class_weight"] = weights
         trainer_kwargs = with_trainer_defaults(trainer_kwargs, accelerator)
         if bank is not None:
             options = datasplitter_kwargs or {}

@@ -296,6 +296,7 @@ class TransferMixin:
         source_column: str | None = None,
         target_column: str | None = None,
         labels_key: str | None = None,
+        unlabeled_category: str | None = None,
         accelerator: str = "auto",
         device: int | str = "auto",
     ):
@@ -350,6 +351,9 @@ class TransferMixin:
             Train a new cell-type head on this ``obs`` column instead of using the reference's
             labels, e.g. to fine-tune a model pretrained without labels for annotation
             (with ``freeze=False``); the reference's classifier, if any, is left out.
+        unlabeled_category
+            With ``labels_key``: its value for cells without a label (see
+            :meth:`setup_anndata`), e.g. to fine-tune on labelled and unlabelled cells together.
         accelerator, device
             Where to put the model.
 
@@ -366,10 +370,13 @@ class TransferMixin:
         registry = copy.deepcopy(reference.registry_)
         args = registry["setup_args"]
         fresh = ()  # state-dict prefixes of heads that start afresh in the query
+        if unlabeled_category is not None and labels_key is None:
+            raise ValueError("unlabeled_category= goes with labels_key= (the new labels).")
         if labels_key is not None:
             if labels_key not in adata.obs:
                 raise KeyError(f"labels_key={labels_key!r} is not a column of adata.obs.")
             args["labels_key"] = labels_key
+            args["unlabeled_category"] = unlabeled_category
             del registry["field_registries"][REGISTRY_KEYS.LABELS_KEY]  # register afresh
             fresh = ("classifier.",)
         labels = reference._label_categories()
@@ -461,7 +468,8 @@ class TransferMixin:
         Returns
         -------
         An array of label names, or with ``soft=True`` a DataFrame of probabilities (rows:
-        cells, columns: the registered label categories; rows sum to 1).
+        cells, columns: the registered label categories but the ``unlabeled_category``; rows
+        sum to 1).
         """
         classifier = self.module.classifier
         if classifier is None:
@@ -479,6 +487,11 @@ class TransferMixin:
             probabilities.append(torch.softmax(classifier(z).float(), dim=-1).cpu())
         probabilities = torch.cat(probabilities).numpy()
         categories = self._label_categories()
+        predictable = categories != self.registry_["setup_args"].get("unlabeled_category")
+        if not predictable.all():
+            probabilities = probabilities[:, predictable]
+            probabilities /= probabilities.sum(axis=1, keepdims=True)
+            categories = categories[predictable]
         if not soft:
             return categories[probabilities.argmax(axis=1)]
         rows = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
@@ -491,26 +504,35 @@ class TransferMixin:
     def _class_weights(
         self, class_weight: Literal["balanced"] | Mapping[str, float] | None
     ) -> tuple[float, ...] | None:
-        """Weight of every label code in the classification loss (see ``train``)."""
-        if class_weight is None:
+        """Weight of every label code in the classification loss (see ``train``).
+
+        ``None`` when every cell weighs the same; the ``unlabeled_category`` always weighs 0.
+        """
+        unlabeled = self.registry_["setup_args"].get("unlabeled_category")
+        if class_weight is None and unlabeled is None:
             return None
         if self.module.classifier is None or not self.module.weights["classification"]:
+            if class_weight is None:
+                return None
             raise ValueError(
                 "class_weight= weighs the classification loss, but this model trains no "
                 "classification head: set it up with labels_key= (classification_weight > 0)."
             )
         categories = self._label_categories()
+        labelled = categories != unlabeled
+        if class_weight is None:
+            return tuple(labelled.astype(float).tolist())
         if isinstance(class_weight, Mapping):
-            unknown = sorted(set(map(str, class_weight)) - set(categories))
+            unknown = sorted(set(map(str, class_weight)) - set(categories[labelled]))
             if unknown:
                 raise ValueError(
                     f"class_weight names labels that are not registered: {unknown}. "
-                    f"Registered labels: {list(categories)}."
+                    f"Registered labels: {list(categories[labelled])}."
                 )
             weights = np.array([float(class_weight.get(c, 1.0)) for c in categories])
             if not np.isfinite(weights).all() or (weights < 0).any():
                 raise ValueError("class_weight values must be finite and non-negative.")
-            return tuple(weights.tolist())
+            return tuple(np.where(labelled, weights, 0.0).tolist())
         if class_weight != "balanced":
             raise ValueError(
                 f"class_weight must be 'balanced', a mapping label -> weight or None, got "
@@ -518,10 +540,10 @@ class TransferMixin:
             )
         codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel()
         counts = np.bincount(codes.astype(np.int64), minlength=categories.size).astype(float)
-        present = counts > 0
-        # n_cells / (n_classes * n_class): every class present weighs as much in total.
+        present = labelled & (counts > 0)
+        # n_cells / (n_classes * n_class) over labelled cells: every class weighs the same.
         weights = np.zeros(categories.size)
-        weights[present] = counts.sum() / (present.sum() * counts[present])
+        weights[present] = counts[present].sum() / (present.sum() * counts[present])
         return tuple(weights.tolist())
 
     def _labels_optional(self, adata: AnnData | None) -> AnnData | None:
