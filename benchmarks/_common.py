@@ -50,3 +50,15 @@ def write_results(name: str, payload: dict) -> Path:
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def earlier_results(name: str, key: str, value: dict) -> dict | None:
+    """The results file ``name`` if it was written with ``payload[key] == value``, else ``None``.
+
+    Lets a benchmark run some seeds and keep the other seeds' results of the same settings.
+    """
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    earlier = json.loads(path.read_text())
+    return earlier if earlier.get(key) == json.loads(json.dumps(value)) else None

@@ -23,7 +23,6 @@ kept when the settings are the same.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import anndata as ad
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 import scvi
-from _common import RESULTS, SHARED_DATA, write_results
+from _common import RESULTS, SHARED_DATA, earlier_results, write_results
 from sklearn.linear_model import LogisticRegression
 
 from scformer_scvi import GeneVocab, SCFormer
@@ -354,15 +353,13 @@ def settings(args) -> dict:
 
 def earlier_runs(args) -> tuple[list[dict], list[dict], dict[str, float]]:
     """Rows and seconds of the seeds this run does not repeat, from files of the same settings."""
-    paths = [RESULTS / f"{args.name}{suffix}" for suffix in (".json", ".csv", "_targets.csv")]
-    if not all(path.exists() for path in paths):
-        return [], [], {}
-    earlier = json.loads(paths[0].read_text())
-    if earlier.get("settings") != json.loads(json.dumps(settings(args))):
+    tables = [RESULTS / f"{args.name}{suffix}" for suffix in (".csv", "_targets.csv")]
+    earlier = earlier_results(args.name, "settings", settings(args))
+    if earlier is None or not all(path.exists() for path in tables):
         return [], [], {}
     rows, target_rows = (
         table[~table["seed"].isin(args.seeds)].to_dict("records")
-        for table in map(pd.read_csv, paths[1:])
+        for table in map(pd.read_csv, tables)
     )
     seconds = earlier.get("seconds_per_seed", {})
     return rows, target_rows, {k: v for k, v in seconds.items() if int(k) not in args.seeds}

@@ -60,7 +60,6 @@ the runs of other seeds and parts already there when the configuration is the sa
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -70,7 +69,13 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 import scvi
-from _common import RESULTS, SCFORMER_MODEL, SCFORMER_TRAIN, SHARED_DATA, write_results
+from _common import (
+    SCFORMER_MODEL,
+    SCFORMER_TRAIN,
+    SHARED_DATA,
+    earlier_results,
+    write_results,
+)
 from sklearn.metrics import accuracy_score, f1_score
 
 from scformer_scvi import SCFormer
@@ -410,11 +415,8 @@ def earlier_runs(name: str, config: dict, seeds: list[int], parts: list[str]) ->
     A part's run is replaced only when this run repeats that part for that seed: running
     ``--seeds 0 --parts b`` keeps seed 0's part (a).
     """
-    path = RESULTS / f"{name}.json"
-    if not path.exists():
-        return {"a": [], "b": [], "seconds": {}}
-    earlier = json.loads(path.read_text())
-    if earlier.get("config") != json.loads(json.dumps(config)):
+    earlier = earlier_results(name, "config", config)
+    if earlier is None:
         return {"a": [], "b": [], "seconds": {}}
 
     def kept(part: str) -> list[dict]:
