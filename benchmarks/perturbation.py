@@ -43,6 +43,7 @@ from scformer_scvi.metrics import (
 )
 from scformer_scvi.plotting import distribution_plot
 
+EPOCHS = 10  # perturbation fine-tuning; another --epochs writes its own result files
 MODEL = {"d_model": 64, "n_heads": 4, "n_layers": 2, "d_ff": 128, "max_seq_len": 160}
 
 
@@ -309,11 +310,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=10, help="perturbation fine-tuning epochs")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="perturbation fine-tuning")
     args = parser.parse_args()
     args.folds = 5
     args.name = "perturbation_quick" if args.quick else "perturbation"
-    if args.epochs != 10 and not args.quick:
+    if args.epochs != EPOCHS and not args.quick:
         args.name += f"_epochs{args.epochs}"
     args.pretrain_epochs, args.epochs = (1, 2) if args.quick else (5, args.epochs)
     args.n_controls = 100 if args.quick else 300
