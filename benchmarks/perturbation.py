@@ -13,11 +13,11 @@ scFormer's ranking vs the nearest training mean change and logistic regression.
 Kang et al. 2018 (PBMC, control vs IFN-beta): predict held-out stimulated cells from
 held-out control cells (condition perturbation).
 
-Run: ``.venv/bin/python benchmarks/perturbation.py [--quick] [--seeds 0 1 2] [--epochs 10]``;
+Run: ``.venv/bin/python benchmarks/perturbation.py [--quick] [--seeds 0 1 2] [--epochs 30]``;
 writes ``results/perturbation.{json,csv}``, ``results/perturbation_targets.csv`` (target
 prediction) and figures ``results/perturbation_*.png`` (of the lowest seed), or
 ``perturbation_quick*`` with ``--quick`` and ``perturbation_epochs{N}*`` for ``--epochs N``
-other than 10 (the perturbation fine-tuning's length). Seeds can run separately: the rows of
+other than 30 (the perturbation fine-tuning's length). Seeds can run separately: the rows of
 other seeds already in the files are kept when the settings are the same.
 """
 
@@ -43,7 +43,7 @@ from scformer_scvi.metrics import (
 )
 from scformer_scvi.plotting import distribution_plot
 
-EPOCHS = 10  # perturbation fine-tuning; another --epochs writes its own result files
+EPOCHS = 30  # perturbation fine-tuning; another --epochs writes its own result files
 MODEL = {"d_model": 64, "n_heads": 4, "n_layers": 2, "d_ff": 128, "max_seq_len": 160}
 
 

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import scvi
+import torch
 
 from scformer_scvi import GeneVocab, SCFormer
 from scformer_scvi.data._perturbation import PerturbationPairs, parse_perturbations
@@ -105,6 +106,42 @@ def test_perturbed_genes_are_flagged_and_never_dropped(trained):
     assert batch["target_counts"].shape == (3, adata.n_vars)
 
 
+def test_gene_dropout_hides_which_genes(trained):
+    """A dropped-out cell looks like a perturbation of unknown genes: no flag, no projection."""
+    model, adata = trained
+    module = model.module
+    codes = model._cell_codes(adata)
+    collate = model._perturbation_collate(adata, model._perturbation_info(), *codes)
+    perturbed = np.flatnonzero(adata.obs["perturbation"] == "STAT1")[:4]
+    control = np.flatnonzero(adata.obs["perturbation"] == "control")[:4]
+    batch = collate({"targets": perturbed, "controls": control})
+    module.train()
+    gradients = {}
+    for dropout in (0.0, 1.0):
+        module.perturbation_gene_dropout = dropout
+        module.zero_grad()
+        module.perturbation_step(batch)[2].loss.backward()
+        gradients[dropout] = [
+            module.perturbation_flag.weight.grad.abs().sum().item(),
+            module.perturbation_proj.weight.grad.abs().sum().item(),
+            module.perturbation_shared.grad.abs().sum().item(),
+            module.perturbation_response.weight.grad.abs().sum().item(),
+        ]
+    assert all(g > 0 for g in gradients[0.0])
+    assert gradients[1.0][:2] == [0.0, 0.0]  # which genes: hidden
+    assert all(g > 0 for g in gradients[1.0][2:])  # the shared components still learn
+
+
+def test_self_effect_reaches_only_the_perturbed_gene(trained):
+    model, _ = trained
+    before = model.predict_perturbation(["STAT1"], n_cells=5)
+    with torch.no_grad():
+        model.module.perturbation_self.add_(3.0)
+    after = model.predict_perturbation(["STAT1"], n_cells=5)
+    changed = np.abs(after.X - before.X).max(axis=0) > 1e-6
+    assert list(after.var_names[changed]) == ["STAT1"]
+
+
 def test_training_and_predictions(trained):
     model, adata = trained
     for key in ("perturbation_loss_train", "perturbation_log_mse_validation", "gep_loss_train"):
@@ -156,3 +193,15 @@ def test_genes_the_model_knows_nothing_about_get_the_shared_effect(papalexi):
     np.testing.assert_array_equal(effect.loc["UNSEEN_A"], effect.loc["UNSEEN_B"])
     assert np.abs(effect.loc["UNSEEN_A"]).max() > 0  # the shared component, not nothing
     assert not np.allclose(effect.loc["UNSEEN_A"], effect.loc["STAT1"])
+
+    # The gene-specific projection (bias included) serves only genes perturbed in training: a
+    # panel gene never perturbed, like an unknown gene, does not depend on it.
+    panel_gene = next(g for g in papalexi.var_names if g not in targets)
+    genes = ["UNSEEN_A", panel_gene, "STAT1"]
+    before = model.get_perturbation_effect(genes, n_cells=10)
+    with torch.no_grad():
+        model.module.perturbation_proj.weight.mul_(3.0)
+        model.module.perturbation_proj.bias.add_(1.0)
+    after = model.get_perturbation_effect(genes, n_cells=10)
+    np.testing.assert_allclose(after.loc[genes[:2]], before.loc[genes[:2]], atol=1e-6)
+    assert not np.allclose(after.loc["STAT1"], before.loc["STAT1"])

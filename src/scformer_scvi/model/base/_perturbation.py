@@ -179,6 +179,7 @@ class PerturbationMixin:
             g for label in info.labels[np.unique(perturbation_codes)] for g in info.genes[label]
         }
         self.perturbation_known_genes_ = sorted(set(self._panel_genes(adata)) | targets)
+        self.perturbation_trained_genes_ = sorted(targets)
         self.history_, self.is_trained_ = None, False
         TrainRunner(
             self,
@@ -249,7 +250,15 @@ class PerturbationMixin:
         # embeddings would shift the cell embedding arbitrarily.
         informed_ids = self._informed(perturbed_ids)
         ids = torch.from_numpy(np.ascontiguousarray(perturbed_ids)).to(module.device)
-        informed = torch.from_numpy(informed_ids == perturbed_ids).to(module.device)
+        # The gene-specific shift only for genes perturbed in training: the projection, fit to
+        # a few dozen perturbations, extrapolates wildly to other genes' embeddings.
+        trained = getattr(self, "perturbation_trained_genes_", None)
+        informed = (
+            informed_ids == perturbed_ids
+            if trained is None
+            else np.isin(perturbed_ids, self.vocab_.lookup(trained))
+        )
+        informed = torch.from_numpy(informed).to(module.device)
         profiles = []
         for start in range(0, control_rows.size, batch_size or 128):
             rows = control_rows[start : start + (batch_size or 128)]
@@ -269,6 +278,7 @@ class PerturbationMixin:
                 encoded["batch_index"],
                 panel.to(module.device).expand(rows.size, -1),
                 shift,
+                ids.expand(rows.size, -1),
             )
             prediction = module.mvc_head.predict(params, observed_context(tensors, None))
             profiles.append(prediction.float().cpu().numpy())
@@ -344,9 +354,11 @@ class PerturbationMixin:
         Notes
         -----
         A perturbed gene that was neither in the training panel nor perturbed in training has
-        an untrained embedding; for it the decoder uses only the component shared by all
-        perturbations (learned with ``perturbation_gene_dropout``), i.e. the model predicts the
-        typical perturbation effect.
+        an untrained embedding and does not enter the encoder. The decoder's gene-specific part
+        is used only for genes perturbed in training (fit to a few dozen perturbations, it
+        extrapolates poorly); any other gene gets the components shared by all perturbations
+        (learned with ``perturbation_gene_dropout``), i.e. the typical perturbation effect,
+        plus, when it is on the panel, the learned effect on its own expression.
         """
         adata = self._validate_anndata(adata)
         controls = self._controls(adata, control_indices, n_cells, seed)
