@@ -74,10 +74,14 @@ print(f"MYC is measured: {'MYC' in adata.var_names}; MYC has a token: {'MYC' in 
 # Pretrain on the expression of all cells, then fine-tune on control -> perturbed pairs
 # (each perturbed cell is paired with a random control cell of the same replicate, redrawn
 # every epoch). `de_weight` puts extra weight on each perturbation's most changed genes.
+# Besides which genes were perturbed, the decoder learns what every perturbation shares: each
+# gene's typical response, and the effect on the perturbed gene's own expression (a knock-out
+# lowers its mRNA), which carries over to genes never perturbed in training. In the
+# benchmark, 30 epochs of fine-tuning did clearly better than 10.
 
 # %%
 model.train(max_epochs=1 if FAST else 5, batch_size=64)
-model.train_perturbation(max_epochs=2 if FAST else 10, batch_size=64, de_weight=1.0)
+model.train_perturbation(max_epochs=2 if FAST else 30, batch_size=64, de_weight=1.0)
 model.history["perturbation_loss_train"].join(model.history["perturbation_loss_validation"]).plot()
 
 # %% [markdown]
