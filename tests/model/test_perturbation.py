@@ -181,7 +181,7 @@ def test_condition_perturbation_on_kang():
     assert not np.allclose(predicted[:15].X, predicted[15:].X)  # the condition token matters
 
 
-def test_genes_the_model_knows_nothing_about_get_the_shared_effect(papalexi):
+def test_genes_the_model_knows_nothing_about_get_the_shared_effect(papalexi, tmp_path):
     """Two untrained genes (vocabulary only) predict the same, typical perturbation effect."""
     SCFormer.setup_anndata(papalexi, perturbation_key="perturbation", batch_key="batch")
     targets = ["STAT1", "JAK2", "IRF1", "MYC", "IFNGR1"]
@@ -205,3 +205,10 @@ def test_genes_the_model_knows_nothing_about_get_the_shared_effect(papalexi):
     after = model.get_perturbation_effect(genes, n_cells=10)
     np.testing.assert_allclose(after.loc[genes[:2]], before.loc[genes[:2]], atol=1e-6)
     assert not np.allclose(after.loc["STAT1"], before.loc["STAT1"])
+
+    # which genes were perturbed in training is saved with the model
+    model.save(tmp_path / "model")
+    loaded = SCFormer.load(tmp_path / "model", papalexi)
+    assert loaded.perturbation_trained_genes_ == sorted(targets)
+    reloaded = loaded.get_perturbation_effect(genes, n_cells=10)
+    np.testing.assert_allclose(reloaded, after, atol=1e-6)
