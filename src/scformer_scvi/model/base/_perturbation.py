@@ -252,13 +252,8 @@ class PerturbationMixin:
         ids = torch.from_numpy(np.ascontiguousarray(perturbed_ids)).to(module.device)
         # The gene-specific shift only for genes perturbed in training: the projection, fit to
         # a few dozen perturbations, extrapolates wildly to other genes' embeddings.
-        trained = getattr(self, "perturbation_trained_genes_", None)
-        informed = (
-            informed_ids == perturbed_ids
-            if trained is None
-            else np.isin(perturbed_ids, self.vocab_.lookup(trained))
-        )
-        informed = torch.from_numpy(informed).to(module.device)
+        trained = self._informed(perturbed_ids, "perturbation_trained_genes_") == perturbed_ids
+        informed = torch.from_numpy(trained).to(module.device)
         profiles = []
         for start in range(0, control_rows.size, batch_size or 128):
             rows = control_rows[start : start + (batch_size or 128)]
@@ -498,14 +493,17 @@ class PerturbationMixin:
         return pd.DataFrame.from_dict(rows, orient="index")
 
     # ------------------------------------------------------------------------- helpers
-    def _informed(self, perturbed_ids: np.ndarray) -> np.ndarray:
-        """``perturbed_ids`` with genes the model knows nothing about replaced by ``<pad>``.
+    def _informed(
+        self, perturbed_ids: np.ndarray, known_genes: str = "perturbation_known_genes_"
+    ) -> np.ndarray:
+        """``perturbed_ids`` with genes outside the attribute ``known_genes`` set to ``<pad>``.
 
-        A gene neither measured in the training panel nor perturbed in training has an
-        untrained embedding, which would add an arbitrary shift: it does not enter the encoder
-        as a token, and the decoder gets only the shared perturbation component for it.
+        By default, the genes the model knows nothing about: a gene neither measured in the
+        training panel nor perturbed in training has an untrained embedding, which would add
+        an arbitrary shift, so it does not enter the encoder as a token. Unchanged when the
+        model has no such attribute (not trained for perturbations).
         """
-        known = getattr(self, "perturbation_known_genes_", None)
+        known = getattr(self, known_genes, None)
         if known is None:
             return np.ascontiguousarray(perturbed_ids)
         informed = np.isin(perturbed_ids, self.vocab_.lookup(known))
