@@ -39,6 +39,8 @@ def test_train_from_a_bank_and_write_embeddings_back(bank):
 
 
 def test_bank_model_saves_and_loads(bank, tmp_path):
+    with pytest.raises(ValueError, match="a model built from a bank starts with gene_init"):
+        SCFormer.from_bank(bank, **TINY_MODEL, gene_init="pca")
     model = SCFormer.from_bank(bank, **TINY_MODEL)
     model.train(bank=bank, max_epochs=1, batch_size=32, enable_progress_bar=False)
     model.save(tmp_path / "model")

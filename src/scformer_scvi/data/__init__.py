@@ -1,6 +1,7 @@
 """Tokenization and data loading: genes -> vocabulary ids, values -> bins, cells -> sequences."""
 
 from ._binning import quantile_bins
+from ._gene_init import expression_gene_embeddings
 from ._loader import (
     LengthBucketSampler,
     TokenizeCollate,
@@ -23,6 +24,7 @@ __all__ = [
     "TokenizedDataLoader",
     "TokenizedDataSplitter",
     "Tokenizer",
+    "expression_gene_embeddings",
     "gene_names",
     "mask_tokens",
     "quantile_bins",

@@ -43,6 +43,12 @@ class BankMixin:
         **model_kwargs
             Passed to the model's constructor (``d_model``, ``likelihood``, ...).
         """
+        if model_kwargs.get("gene_init", "random") != "random":
+            raise ValueError(
+                "gene_init='pca' computes the gene embeddings from the cells' expression in "
+                "memory (an AnnData: SCFormer(adata, gene_init='pca')); a model built from a "
+                "bank starts with gene_init='random'."
+            )
         genes = list(bank.var_names if genes is None else genes)
         registry = bank_registry(bank, genes, batch_key, labels_key, model_name=cls.__name__)
         return cls(None, registry=registry, vocab=GeneVocab(genes), **model_kwargs)

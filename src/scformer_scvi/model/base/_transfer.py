@@ -393,7 +393,8 @@ class TransferMixin:
         layer["summary_stats"].update(n_vars=adata.n_vars, n_cells=adata.n_obs)
         cls.setup_anndata(adata, source_registry=registry, extend_categories=True, **args)
 
-        kwargs = init_kwargs(reference.init_params_)
+        # The reference's weights replace any initialisation from the query's data.
+        kwargs = {**init_kwargs(reference.init_params_), "gene_init": "random"}
         query = cls(adata, vocab=reference.vocab_, **kwargs)
         old_rows = {
             TOKEN: len(reference.vocab_),
