@@ -106,7 +106,7 @@ def test_pretrain_embed_and_finetune_end_to_end(baron_small, h5ad, tmp_path):
         tmp_path / "pretrain.yaml",
         {
             "data": {"h5ad": [str(h5ad)], "batch_key": "donor", "batch_size": 32},
-            "model": TINY,
+            "model": {**TINY, "gene_init": "pca"},
             "trainer": {**TRAINER, "loggers": ["csv", "tensorboard"]},
         },
     )

@@ -94,6 +94,9 @@ class ModelConfig:
         Tokens per cell, ``<cls>`` included; longer cells keep a subset of their genes.
     n_zero_genes
         Non-expressed genes added to each cell's tokens.
+    gene_init
+        ``random`` or ``pca`` (gene embeddings start on the principal axes of the data's
+        expression; h5ad input only).
     value_encoding
         How expression enters a token.
     likelihood
@@ -120,6 +123,7 @@ class ModelConfig:
     n_bins: int = 51
     max_seq_len: int = 512
     n_zero_genes: int = 0
+    gene_init: Literal["random", "pca"] = "random"
     value_encoding: Literal["binned", "continuous", "count_classes", "scaling"] = "binned"
     likelihood: Literal["mse", "binned", "zinb", "hurdle"] = "mse"
     head_kwargs: dict[str, Any] = field(default_factory=dict)
