@@ -1,7 +1,8 @@
 """Transfer benchmark: cell-type annotation across donors and across species.
 
 scFormer, like scVI for scANVI, is first fitted self-supervised (no labels) to all Baron human
-cells, once per seed; every labelled task then fine-tunes a copy of it with a cell-type head
+cells, once per seed, its gene embeddings starting on the data's principal axes
+(:data:`GENE_INIT`); every labelled task then fine-tunes a copy of it with a cell-type head
 (``SCFormer.load_query_data(..., freeze=False, labels_key=...)``).
 
 (a) Baron human pancreas, leave one donor out (4 folds): the cell types of the held-out donor
@@ -95,6 +96,10 @@ PRECISION = "bf16-mixed"  # as in the integration benchmark
 # learning (held-out donor accuracy 0.71-0.75 in the first folds, below kNN on its embedding).
 EPOCHS = {"pretrain": 10, "fine_tune": 10, "query": 4}
 CLASS_WEIGHT = "balanced"  # of the fine-tuning's classification loss (see part a)
+# Annotation reads cell types off the embedding, so the pretraining starts the gene embeddings
+# on the data's principal axes (``gene_init="pca"``; seed 0 of part a, from the demo's random
+# start: head macro-F1 0.822 -> 0.839, kNN on the fine-tuned embedding 0.803 -> 0.844).
+GENE_INIT = "pca"
 SCVI_MODEL = {"n_latent": 30, "n_layers": 2}
 SCVI_EPOCHS, SCANVI_EPOCHS = 200, 20
 QUICK_MODEL = {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "max_seq_len": 64}
@@ -109,9 +114,10 @@ class Settings:
 
     @classmethod
     def make(cls, quick: bool) -> Settings:
+        model = {**SCFORMER_MODEL, "gene_init": GENE_INIT}
         if quick:
-            return cls({**SCFORMER_MODEL, **QUICK_MODEL}, dict.fromkeys(EPOCHS, 1), 2, 2)
-        return cls(dict(SCFORMER_MODEL), dict(EPOCHS), SCVI_EPOCHS, SCANVI_EPOCHS)
+            return cls({**model, **QUICK_MODEL}, dict.fromkeys(EPOCHS, 1), 2, 2)
+        return cls(model, dict(EPOCHS), SCVI_EPOCHS, SCANVI_EPOCHS)
 
 
 def scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
