@@ -81,6 +81,7 @@ from _common import (
 from sklearn.metrics import accuracy_score, f1_score
 
 from scformer_scvi import SCFormer
+from scformer_scvi.data import GENE_INITS
 from scformer_scvi.tools import knn_label_transfer
 
 LABELS = "cell_ontology_class"
@@ -96,10 +97,6 @@ PRECISION = "bf16-mixed"  # as in the integration benchmark
 # learning (held-out donor accuracy 0.71-0.75 in the first folds, below kNN on its embedding).
 EPOCHS = {"pretrain": 10, "fine_tune": 10, "query": 4}
 CLASS_WEIGHT = "balanced"  # of the fine-tuning's classification loss (see part a)
-# The pretraining's start of the gene embeddings (``--gene-init``): the demo's "random" writes
-# results/transfer.json; "pca" (the data's principal axes, which keep cell types better in
-# the integration tuning) writes results/transfer_gene_init_pca.json.
-GENE_INITS = ("random", "pca")
 SCVI_MODEL = {"n_latent": 30, "n_layers": 2}
 SCVI_EPOCHS, SCANVI_EPOCHS = 200, 20
 QUICK_MODEL = {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "max_seq_len": 64}
@@ -462,6 +459,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny models, one fold: a smoke run")
     parser.add_argument("--parts", nargs="+", default=["a", "b"], choices=["a", "b"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    # The pretraining's start of the gene embeddings: the demo's "random" writes
+    # results/transfer.json; "pca" (the data's principal axes, which keep cell types better in
+    # the integration tuning) writes results/transfer_gene_init_pca.json.
     parser.add_argument("--gene-init", choices=GENE_INITS, default="random")
     options = parser.parse_args()
     settings = Settings.make(options.quick, options.gene_init)

@@ -1,7 +1,7 @@
 """Tokenization and data loading: genes -> vocabulary ids, values -> bins, cells -> sequences."""
 
 from ._binning import quantile_bins
-from ._gene_init import expression_gene_embeddings
+from ._gene_init import GENE_INITS, expression_gene_embeddings
 from ._loader import (
     LengthBucketSampler,
     TokenizeCollate,
@@ -14,6 +14,7 @@ from ._vocab import CLS_TOKEN, MASK_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, GeneVocab,
 
 __all__ = [
     "CLS_TOKEN",
+    "GENE_INITS",
     "MASK_TOKEN",
     "PAD_TOKEN",
     "SPECIAL_TOKENS",

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, svds
+
+GeneInit = Literal["random", "pca"]
+GENE_INITS: tuple[str, ...] = ("random", "pca")
 
 
 def expression_gene_embeddings(

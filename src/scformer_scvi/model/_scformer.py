@@ -21,6 +21,7 @@ from scvi.utils import setup_anndata_dsp
 
 import scbank
 from scformer_scvi.data import (
+    GENE_INITS,
     GeneVocab,
     TokenizeCollate,
     TokenizedDataLoader,
@@ -30,6 +31,7 @@ from scformer_scvi.data import (
     gene_names,
     validate_counts,
 )
+from scformer_scvi.data._gene_init import GeneInit
 from scformer_scvi.data._perturbation import (
     CONDITION_KEY,
     PERTURBATION_KEY,
@@ -150,10 +152,10 @@ class SCFormer(
         n_bins: int = 51,
         max_seq_len: int = 512,
         n_zero_genes: int = 0,
-        gene_init: Literal["random", "pca"] = "random",
+        gene_init: GeneInit = "random",
         **module_kwargs,
     ) -> None:
-        if gene_init not in ("random", "pca"):
+        if gene_init not in GENE_INITS:
             raise ValueError(f"gene_init must be 'random' or 'pca', got {gene_init!r}.")
         super().__init__(adata, registry)
         if vocab is None:
