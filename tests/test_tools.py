@@ -32,6 +32,18 @@ def test_knn_uncertainty_is_the_losing_vote_share():
     assert result["uncertainty"].iloc[0] == pytest.approx(1 / 3)
 
 
+def test_knn_soft_returns_the_vote_shares():
+    ref = np.array([[0.0], [0.0], [0.0], [1.0], [5.0]])
+    query = np.array([[0.0], [4.0]])
+    shares = knn_label_transfer(ref, ["b", "b", "a", "c", "c"], query, k=3, soft=True)
+    assert list(shares.columns) == ["a", "b", "c"]
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0)
+    assert shares.iloc[0].tolist() == pytest.approx([1 / 3, 2 / 3, 0.0])
+    hard = knn_label_transfer(ref, ["b", "b", "a", "c", "c"], query, k=3)
+    np.testing.assert_array_equal(shares.idxmax(axis=1), hard["label"])
+    np.testing.assert_allclose(1 - shares.max(axis=1), hard["uncertainty"])
+
+
 def test_knn_inputs_are_checked():
     ref = np.zeros((5, 2))
     with pytest.raises(ValueError, match="same space"):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from scformer_scvi import SCFormer
+from scformer_scvi.tools import knn_label_transfer
 from tests.conftest import TINY_MODEL, TINY_TRAIN
 
 LABELS = "cell_ontology_class"
@@ -154,6 +155,46 @@ def test_query_with_new_batch_and_genes_trains_and_predicts(reference, query):
     assert list(soft.columns) == list(reference._label_categories())
     np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-5)
     assert (soft.idxmax(axis=1).to_numpy() == labels).all()
+
+
+def test_head_and_knn_prediction_averages_the_head_and_the_vote(reference, query):
+    cells = np.arange(60)
+    head = reference.predict(indices=cells, soft=True)
+    both = reference.predict(indices=cells, soft=True, method="head+knn", k=5)
+    labels = reference.adata.obs[LABELS].astype(str).to_numpy()
+    votes = knn_label_transfer(
+        reference.get_latent_representation(),
+        labels,
+        reference.get_latent_representation(indices=cells),
+        k=5,
+        soft=True,
+    ).reindex(columns=head.columns, fill_value=0.0)
+    assert both.index.equals(head.index) and list(both.columns) == list(head.columns)
+    np.testing.assert_allclose(both.to_numpy(), (head.to_numpy() + votes.to_numpy()) / 2, rtol=1e-6)
+    np.testing.assert_allclose(both.sum(axis=1), 1.0, rtol=1e-5)
+    hard = reference.predict(indices=cells, method="head+knn", k=5)
+    np.testing.assert_array_equal(hard, both.idxmax(axis=1).to_numpy())
+    # With one neighbour, a training cell's vote is its own label: half the probability mass,
+    # so the combined prediction gives every training cell its label back.
+    np.testing.assert_array_equal(
+        reference.predict(indices=cells, method="head+knn", k=1), labels[cells]
+    )
+    with pytest.raises(ValueError, match="method must be 'head' or 'head\\+knn'"):
+        reference.predict(method="vote")
+    mapped = SCFormer.load_query_data(query.copy(), reference, freeze=True)
+    with pytest.raises(ValueError, match="a query without labels"):
+        mapped.predict(method="head+knn")
+    # A mapped query embeds into the reference's space: the reference's labelled cells vote.
+    combined = mapped.predict(soft=True, method="head+knn", k=5, knn_reference=reference)
+    votes = knn_label_transfer(
+        reference.get_latent_representation(),
+        labels,
+        mapped.get_latent_representation(),
+        k=5,
+        soft=True,
+    ).reindex(columns=combined.columns, fill_value=0.0)
+    expected = (mapped.predict(soft=True).to_numpy() + votes.to_numpy()) / 2
+    np.testing.assert_allclose(combined.to_numpy(), expected, rtol=1e-6)
 
 
 def test_freeze_modes(reference, query):

@@ -24,6 +24,7 @@ def knn_label_transfer(
     metric: str = "euclidean",
     query_index: Sequence[str] | pd.Index | None = None,
     random_state: int = 0,
+    soft: bool = False,
 ) -> pd.DataFrame:
     """Predict query labels by a distance-weighted vote of their nearest reference cells.
 
@@ -53,11 +54,14 @@ def knn_label_transfer(
         Row names of the result (e.g. ``query.obs_names``); ``None`` numbers them.
     random_state
         Seed of the index construction.
+    soft
+        Return every label's weighted vote share instead of the winner.
 
     Returns
     -------
     One row per query cell: ``label`` (the winning label) and ``uncertainty``
-    (1 - its weighted vote share: 0 when all neighbours agree).
+    (1 - its weighted vote share: 0 when all neighbours agree); with ``soft=True`` one column
+    per reference label (sorted) holding its vote share (rows sum to 1).
 
     Examples
     --------
@@ -105,10 +109,13 @@ def knn_label_transfer(
     rows = np.repeat(np.arange(query_latent.shape[0]), k)
     np.add.at(votes, (rows, codes[neighbours].ravel()), weights.ravel())
     share = votes / votes.sum(axis=1, keepdims=True)
+    index = pd.Index(query_index) if query_index is not None else None
+    if soft:
+        return pd.DataFrame(share, index=index, columns=pd.Index(categories))
     best = share.argmax(axis=1)
     return pd.DataFrame(
         {"label": categories[best], "uncertainty": 1.0 - share[np.arange(best.size), best]},
-        index=pd.Index(query_index) if query_index is not None else None,
+        index=index,
     )
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from scformer_scvi.data import GeneVocab, gene_names
+from scformer_scvi.tools import knn_label_transfer
 
 from ._save_load import _paths, from_json
 
@@ -452,6 +453,9 @@ class TransferMixin:
         indices: Sequence[int] | None = None,
         soft: bool = False,
         batch_size: int | None = None,
+        method: Literal["head", "head+knn"] = "head",
+        k: int = 15,
+        knn_reference: TransferMixin | None = None,
     ) -> np.ndarray | pd.DataFrame:
         """Cell types from the classification head.
 
@@ -465,6 +469,20 @@ class TransferMixin:
             Return class probabilities instead of labels.
         batch_size
             Cells per forward pass.
+        method
+            ``"head"``: the classification head's probabilities. ``"head+knn"``: their
+            average with the vote shares of each cell's ``k`` nearest labelled cells of the
+            model's AnnData in the embedding (:func:`~scformer_scvi.tools.knn_label_transfer`).
+            The two make different mistakes on rare cell types (the head's are those of a
+            decision boundary fitted to few cells, the vote's those of a neighbourhood), so
+            the average is steadier: in ``benchmarks/transfer.py`` it raised held-out donor
+            macro-F1 above both.
+        k
+            Neighbours per vote with ``method="head+knn"``.
+        knn_reference
+            The model whose labelled cells vote with ``method="head+knn"``: this model
+            (``None``), or, for a query mapped with ``load_query_data(freeze=True)`` (which
+            embeds into its reference's space), the labelled reference model.
 
         Returns
         -------
@@ -479,6 +497,8 @@ class TransferMixin:
                 "classification_weight > 0), or transfer labels from the embedding with "
                 "scformer_scvi.tools.knn_label_transfer."
             )
+        if method not in ("head", "head+knn"):
+            raise ValueError(f"method must be 'head' or 'head+knn', got {method!r}.")
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
         self.module.eval()
@@ -493,10 +513,36 @@ class TransferMixin:
             probabilities = probabilities[:, predictable]
             probabilities /= probabilities.sum(axis=1, keepdims=True)
             categories = categories[predictable]
+        if method == "head+knn":
+            reference = self if knn_reference is None else knn_reference
+            query = self.get_latent_representation(adata, indices, batch_size)
+            votes = reference._labelled_cell_votes(query, k, batch_size)
+            probabilities = (
+                probabilities + votes.reindex(columns=categories, fill_value=0.0).to_numpy()
+            ) / 2
         if not soft:
             return categories[probabilities.argmax(axis=1)]
         rows = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
         return pd.DataFrame(probabilities, index=rows, columns=categories)
+
+    def _labelled_cell_votes(
+        self, query: np.ndarray, k: int, batch_size: int | None
+    ) -> pd.DataFrame:
+        """Vote shares of the model's labelled cells (k nearest) for embedded cells, per label."""
+        setup = self.registry_["setup_args"]
+        labels = None if self.adata is None else self.adata.obs.get(setup["labels_key"])
+        if labels is None or getattr(self, "query_unlabeled_", False):
+            raise ValueError(
+                "method='head+knn' votes among the labelled cells the model was set up with, "
+                "but it has none (a model without its AnnData, or a query without labels): "
+                "pass the labelled reference model as knn_reference=, or use method='head'."
+            )
+        labels = labels.astype(str).to_numpy()
+        labelled = np.flatnonzero(labels != setup.get("unlabeled_category"))
+        reference = self.get_latent_representation(self.adata, labelled, batch_size)
+        return knn_label_transfer(
+            reference, labels[labelled], query, k=min(k, labelled.size), soft=True
+        )
 
     def _label_categories(self) -> np.ndarray:
         state = self.registry_["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
