@@ -181,6 +181,8 @@ def test_head_and_knn_prediction_averages_the_head_and_the_vote(reference, query
     )
     with pytest.raises(ValueError, match="method must be 'head' or 'head\\+knn'"):
         reference.predict(method="vote")
+    with pytest.raises(ValueError, match="knn_reference= goes with method='head\\+knn'"):
+        reference.predict(knn_reference=reference)
     mapped = SCFormer.load_query_data(query.copy(), reference, freeze=True)
     with pytest.raises(ValueError, match="a query without labels"):
         mapped.predict(method="head+knn")

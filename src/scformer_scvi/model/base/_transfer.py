@@ -499,6 +499,8 @@ class TransferMixin:
             )
         if method not in ("head", "head+knn"):
             raise ValueError(f"method must be 'head' or 'head+knn', got {method!r}.")
+        if knn_reference is not None and method != "head+knn":
+            raise ValueError("knn_reference= goes with method='head+knn'.")
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
         self.module.eval()
