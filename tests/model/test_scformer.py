@@ -1,7 +1,10 @@
 import json
 
+import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse as sp
 import scvi
 import torch
 from safetensors.torch import load_file, save_file
@@ -128,6 +131,22 @@ def test_genes_are_matched_by_name_not_position(trained):
         model.get_latent_representation(),
         atol=1e-5,
     )
+
+
+def test_cells_measuring_another_panel_are_embedded(trained):
+    """Unknown genes are ignored and missing ones absent, whatever the number of columns."""
+    model, adata = trained
+    unknown = np.random.default_rng(0).poisson(1.0, size=(adata.n_obs, 25)).astype(np.float32)
+    wider = ad.AnnData(
+        sp.hstack([sp.csr_matrix(adata.X), sp.csr_matrix(unknown)], format="csr"),
+        obs=adata.obs.copy(),
+        var=pd.DataFrame(index=[*adata.var_names, *(f"UNKNOWN{i}" for i in range(25))]),
+    )
+    z = model.get_latent_representation(wider)
+    np.testing.assert_allclose(z, model.get_latent_representation(), atol=1e-5)
+    narrower = adata[:, : adata.n_vars // 2].copy()
+    del narrower.uns["_scvi_uuid"], narrower.uns["_scvi_manager_uuid"]
+    assert model.get_latent_representation(narrower).shape == z.shape
 
 
 def test_no_gene_in_common_with_the_vocabulary(trained):

@@ -51,6 +51,7 @@ from .base import (
     ScGPTMixin,
     TransferMixin,
 )
+from .base._transfer import registry_for_panel
 
 logger = logging.getLogger(__name__)
 
@@ -433,13 +434,10 @@ class SCFormer(
         args = self.registry_["setup_args"]
         validate_counts(adata, args["layer"], args["allow_non_integer"])
         self._warn_unseen_batches(adata)
-        if self.adata_manager is None:
-            type(self).setup_anndata(
-                adata, source_registry=self.registry_, extend_categories=True, **args
-            )
-            manager = self._get_most_recent_anndata_manager(adata, required=True)
-        else:
-            manager = self.adata_manager.transfer_fields(adata, extend_categories=True)
+        # Genes are matched to tokens by name, so the cells may measure another panel.
+        registry = registry_for_panel(self.registry_, adata, gene_names(adata, args["gene_key"]))
+        type(self).setup_anndata(adata, source_registry=registry, extend_categories=True, **args)
+        manager = self._get_most_recent_anndata_manager(adata, required=True)
         self._register_manager_for_instance(manager)
         return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 

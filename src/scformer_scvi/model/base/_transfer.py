@@ -181,6 +181,21 @@ def with_placeholder_labels(adata: AnnData, labels_key: str, label: str) -> AnnD
     return AnnData(X=adata.X, obs=obs, var=adata.var.copy(), layers=dict(adata.layers.items()))
 
 
+def registry_for_panel(registry: dict, adata: AnnData, genes: Sequence[str]) -> dict:
+    """A copy of a model's ``registry`` whose count layer describes ``adata``'s own genes.
+
+    scvi's LayerField transfer insists on the registered number of genes; scFormer matches
+    genes to tokens by name instead, so cells measuring any panel can be set up from it.
+    """
+    registry = copy.deepcopy(registry)
+    layer = registry["field_registries"][REGISTRY_KEYS.X_KEY]
+    layer["state_registry"].update(
+        n_obs=adata.n_obs, n_vars=adata.n_vars, column_names=np.asarray(genes, dtype=object)
+    )
+    layer["summary_stats"].update(n_vars=adata.n_vars, n_cells=adata.n_obs)
+    return registry
+
+
 def init_kwargs(init_params: dict) -> dict:
     """Constructor arguments recorded in a model's ``init_params_``."""
     kwargs = {k: v for group in init_params["kwargs"].values() for k, v in group.items()}
@@ -385,13 +400,7 @@ class TransferMixin:
         if unlabeled:
             adata = with_placeholder_labels(adata, args["labels_key"], labels[0])
         genes = gene_names(adata, args["gene_key"])
-        # scvi's LayerField transfer insists on the reference's number of genes; the query's
-        # genes are matched to tokens by name instead, so describe the query's own panel.
-        layer = registry["field_registries"][REGISTRY_KEYS.X_KEY]
-        layer["state_registry"].update(
-            n_obs=adata.n_obs, n_vars=adata.n_vars, column_names=np.asarray(genes, dtype=object)
-        )
-        layer["summary_stats"].update(n_vars=adata.n_vars, n_cells=adata.n_obs)
+        registry = registry_for_panel(registry, adata, genes)
         cls.setup_anndata(adata, source_registry=registry, extend_categories=True, **args)
 
         # The reference's weights replace any initialisation from the query's data.
