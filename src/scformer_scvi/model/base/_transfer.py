@@ -513,10 +513,11 @@ class TransferMixin:
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
         self.module.eval()
-        probabilities = []
+        probabilities, embeddings = [], []
         for tensors in self._tokenized_loader(adata, indices=indices, batch_size=batch_size):
             z = self.module.inference(**self.module._get_inference_input(tensors))["z"]
             probabilities.append(torch.softmax(classifier(z).float(), dim=-1).cpu())
+            embeddings.append(z.float().cpu())  # the cells' embedding, for a kNN vote
         probabilities = torch.cat(probabilities).numpy()
         categories = self._label_categories()
         predictable = categories != self.registry_["setup_args"].get("unlabeled_category")
@@ -526,8 +527,7 @@ class TransferMixin:
             categories = categories[predictable]
         if method == "head+knn":
             reference = self if knn_reference is None else knn_reference
-            query = self.get_latent_representation(adata, indices, batch_size)
-            votes = reference._labelled_cell_votes(query, k, batch_size)
+            votes = reference._labelled_cell_votes(torch.cat(embeddings).numpy(), k, batch_size)
             probabilities = (
                 probabilities + votes.reindex(columns=categories, fill_value=0.0).to_numpy()
             ) / 2
@@ -540,16 +540,16 @@ class TransferMixin:
         self, query: np.ndarray, k: int, batch_size: int | None
     ) -> pd.DataFrame:
         """Vote shares of the model's labelled cells (k nearest) for embedded cells, per label."""
-        setup = self.registry_["setup_args"]
-        labels = None if self.adata is None else self.adata.obs.get(setup["labels_key"])
-        if labels is None or getattr(self, "query_unlabeled_", False):
+        unlabeled = self.registry_["setup_args"].get("unlabeled_category")
+        if self.adata_manager is None or getattr(self, "query_unlabeled_", False):
             raise ValueError(
                 "method='head+knn' votes among the labelled cells the model was set up with, "
                 "but it has none (a model without its AnnData, or a query without labels): "
                 "pass the labelled reference model as knn_reference=, or use method='head'."
             )
-        labels = labels.astype(str).to_numpy()
-        labelled = np.flatnonzero(labels != setup.get("unlabeled_category"))
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel()
+        labels = self._label_categories()[codes.astype(np.int64)]
+        labelled = np.flatnonzero(labels != unlabeled)
         reference = self.get_latent_representation(self.adata, labelled, batch_size)
         return knn_label_transfer(
             reference, labels[labelled], query, k=min(k, labelled.size), soft=True
