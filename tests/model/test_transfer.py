@@ -1,3 +1,4 @@
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -359,8 +360,8 @@ def test_fine_tuning_with_unlabelled_query_cells(baron_small):
     )
 
 
-def test_update_batch_statistics_refits_a_held_out_donor(baron_small):
-    """Fine-tuning without a donor leaves its statistics stale; re-estimating fixes them."""
+def _tuned_without_human4(baron_small) -> tuple[SCFormer, ad.AnnData]:
+    """A pretrained model fine-tuned on three donors, and the fourth donor's cells."""
     SCFormer.setup_anndata(baron_small, batch_key="donor")
     pretrained = SCFormer(baron_small, **TINY_MODEL, domain_norm=True, batch_token=True)
     pretrained.train(max_epochs=1, **TINY_TRAIN)
@@ -369,7 +370,12 @@ def test_update_batch_statistics_refits_a_held_out_donor(baron_small):
         baron_small[~held_out].copy(), pretrained, freeze=False, labels_key=LABELS
     )
     tuned.train(max_epochs=2, **TINY_TRAIN)
-    cells = baron_small[held_out].copy()
+    return tuned, baron_small[held_out].copy()
+
+
+def test_update_batch_statistics_refits_a_held_out_donor(baron_small):
+    """Fine-tuning without a donor leaves its statistics stale; re-estimating fixes them."""
+    tuned, cells = _tuned_without_human4(baron_small)
     stale = tuned.get_latent_representation(cells)
     norm = tuned.module.cell_norm
     others = norm.running_mean[:3].clone()
@@ -388,6 +394,30 @@ def test_update_batch_statistics_refits_a_held_out_donor(baron_small):
     torch.testing.assert_close(norm.running_mean[3], again)
 
 
+def test_update_batch_statistics_from_other_batches_ignores_the_cells(baron_small):
+    """A donor given the other donors' mean statistics embeds its cells independently of
+    which of its cells (which composition) were passed; its own statistics do not."""
+    tuned, cells = _tuned_without_human4(baron_small)
+    norm = tuned.module.cell_norm
+    trained = norm.running_mean[:3].clone(), norm.running_var[:3].clone()
+    ductal = (cells.obs[LABELS] == "pancreatic ductal cell").to_numpy()
+    assert 2 <= ductal.sum() < len(cells)  # a subset of another composition
+    subset = cells[ductal].copy()
+    embeddings = {}
+    for estimate_from in ("cells", "other_batches"):
+        for name, data in (("all", cells), ("ductal", subset)):
+            assert tuned.update_batch_statistics(data, estimate_from=estimate_from) == ["human4"]
+            embeddings[estimate_from, name] = tuned.get_latent_representation(subset)
+    torch.testing.assert_close(norm.running_mean[3], trained[0].mean(0))
+    torch.testing.assert_close(norm.running_var[3], trained[1].mean(0))
+    torch.testing.assert_close(norm.running_mean[:3], trained[0])  # training donors untouched
+    np.testing.assert_array_equal(
+        embeddings["other_batches", "all"], embeddings["other_batches", "ductal"]
+    )
+    shift = np.abs(embeddings["cells", "all"] - embeddings["cells", "ductal"]).max()
+    assert shift > 0.1
+
+
 def test_update_batch_statistics_refuses_what_it_cannot_update(baron_small, reference, query):
     SCFormer.setup_anndata(baron_small)
     plain = SCFormer(baron_small, **TINY_MODEL)
@@ -399,3 +429,7 @@ def test_update_batch_statistics_refuses_what_it_cannot_update(baron_small, refe
         pytest.raises(ValueError, match="load_query_data"),
     ):
         reference.update_batch_statistics(query)
+    with pytest.raises(ValueError, match="'cells' or 'other_batches'"):
+        reference.update_batch_statistics(estimate_from="mean")
+    with pytest.raises(ValueError, match="every batch"):
+        reference.update_batch_statistics(estimate_from="other_batches")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -74,6 +75,7 @@ class EmbeddingMixin:
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
+        estimate_from: Literal["cells", "other_batches"] = "cells",
     ) -> list[str]:
         """Re-estimate each batch's embedding statistics from its cells (adaptive batch norm).
 
@@ -93,6 +95,14 @@ class EmbeddingMixin:
             Rows of ``adata`` to use; ``None`` for all.
         batch_size
             Cells per forward pass.
+        estimate_from
+            ``"cells"``: the mean and variance of each batch's own cells. ``"other_batches"``:
+            the mean of the statistics of the registered batches not in ``adata`` (what a batch
+            never seen in training gets), whatever the cells. Standardising a batch by its own
+            cells also removes what its cell-type composition does to the mean: a donor rich
+            in one cell type and poor in another (Baron's human4: 71 ductal cells, one acinar
+            cell) is shifted towards the missing type. ``"other_batches"`` avoids that, at the
+            price of not correcting the batch's own shift.
 
         Returns
         -------
@@ -104,19 +114,17 @@ class EmbeddingMixin:
                 "update_batch_statistics needs a model built with domain_norm=True: without "
                 "it, all cells share one set of statistics and there is nothing per batch."
             )
+        if estimate_from not in ("cells", "other_batches"):
+            raise ValueError(
+                f"estimate_from must be 'cells' or 'other_batches', got {estimate_from!r}."
+            )
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
         manager = self.get_anndata_manager(adata, required=True)
         state = manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
         names = np.asarray(state["categorical_mapping"]).astype(str)
-        self.module.eval()
-        pooled, batches = [], []
-        for tensors in self._tokenized_loader(adata, indices=indices, batch_size=batch_size):
-            outputs = self.module.inference(**self.module._get_inference_input(tensors))
-            pooled.append(outputs["pooled"].double().cpu())
-            batches.append(outputs["batch_index"].cpu())
-        pooled, batches = torch.cat(pooled), torch.cat(batches)
-        present = batches.unique().tolist()
+        codes = np.asarray(manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
+        present = np.unique(codes if indices is None else codes[np.asarray(indices)]).tolist()
         unusable = [
             names[b] for b in present if not norm.n_frozen <= b < norm.running_mean.shape[0]
         ]
@@ -126,6 +134,25 @@ class EmbeddingMixin:
                 "in training, or frozen reference batches of a query model). Map new batches "
                 "with SCFormer.load_query_data first."
             )
+        if estimate_from == "other_batches":
+            others = [b for b in range(norm.running_mean.shape[0]) if b not in present]
+            if not others:
+                raise ValueError(
+                    "estimate_from='other_batches' averages the batches not in adata, but "
+                    "adata holds cells of every batch. Pass the cells of the batches to reset."
+                )
+            for b in present:
+                norm.set_statistics(
+                    b, norm.running_mean[others].mean(0), norm.running_var[others].mean(0)
+                )
+            return [str(names[b]) for b in present]
+        self.module.eval()
+        pooled, batches = [], []
+        for tensors in self._tokenized_loader(adata, indices=indices, batch_size=batch_size):
+            outputs = self.module.inference(**self.module._get_inference_input(tensors))
+            pooled.append(outputs["pooled"].double().cpu())
+            batches.append(outputs["batch_index"].cpu())
+        pooled, batches = torch.cat(pooled), torch.cat(batches)
         for b in present:
             cells = pooled[batches == b]
             if cells.shape[0] < 2:
