@@ -98,11 +98,11 @@ class EmbeddingMixin:
         estimate_from
             ``"cells"``: the mean and variance of each batch's own cells. ``"other_batches"``:
             the mean of the statistics of the registered batches not in ``adata`` (what a batch
-            never seen in training gets), whatever the cells. Standardising a batch by its own
-            cells also removes what its cell-type composition does to the mean: a donor rich
-            in one cell type and poor in another (Baron's human4: 71 ductal cells, one acinar
-            cell) is shifted towards the missing type. ``"other_batches"`` avoids that, at the
-            price of not correcting the batch's own shift.
+            never seen in training gets), whatever the cells. A batch's own mean also carries
+            its cell-type composition (Baron's human4: 71 ductal cells, one acinar cell), so
+            standardising by it shifts all its cells when the composition differs from the
+            training batches'. ``"other_batches"`` avoids that, at the price of not
+            correcting the batch's own technical shift.
 
         Returns
         -------
