@@ -77,7 +77,7 @@ class EmbeddingMixin:
         batch_size: int | None = None,
         estimate_from: Literal["cells", "other_batches"] = "cells",
     ) -> list[str]:
-        """Re-estimate each batch's embedding statistics from its cells (adaptive batch norm).
+        """Re-estimate the embedding statistics of ``adata``'s batches (or take the others').
 
         With ``domain_norm``, a cell's embedding is standardised with its batch's mean and
         variance. A batch without cells in the last training run (e.g. a donor held out while
