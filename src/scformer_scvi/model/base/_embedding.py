@@ -141,10 +141,9 @@ class EmbeddingMixin:
                     "estimate_from='other_batches' averages the batches not in adata, but "
                     "adata holds cells of every batch. Pass the cells of the batches to reset."
                 )
+            mean, var = norm.running_mean[others].mean(0), norm.running_var[others].mean(0)
             for b in present:
-                norm.set_statistics(
-                    b, norm.running_mean[others].mean(0), norm.running_var[others].mean(0)
-                )
+                norm.set_statistics(b, mean, var)
             return [str(names[b]) for b in present]
         self.module.eval()
         pooled, batches = [], []

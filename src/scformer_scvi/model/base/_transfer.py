@@ -517,7 +517,8 @@ class TransferMixin:
         for tensors in self._tokenized_loader(adata, indices=indices, batch_size=batch_size):
             z = self.module.inference(**self.module._get_inference_input(tensors))["z"]
             probabilities.append(torch.softmax(classifier(z).float(), dim=-1).cpu())
-            embeddings.append(z.float().cpu())  # the cells' embedding, for a kNN vote
+            if method == "head+knn":
+                embeddings.append(z.float().cpu())  # the cells' embedding, for the vote
         probabilities = torch.cat(probabilities).numpy()
         categories = self._label_categories()
         predictable = categories != self.registry_["setup_args"].get("unlabeled_category")
