@@ -90,7 +90,7 @@ from _common import (
 from sklearn.metrics import accuracy_score, f1_score
 
 from scformer_scvi import SCFormer
-from scformer_scvi.data import GENE_INITS
+from scformer_scvi.data import GENE_INITS, GeneVocab
 from scformer_scvi.tools import knn_label_transfer
 
 LABELS = "cell_ontology_class"
@@ -130,11 +130,21 @@ class Settings:
         return cls(model, dict(EPOCHS), SCVI_EPOCHS, SCANVI_EPOCHS)
 
 
-def scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    return {
+def scores(
+    truth: np.ndarray, predicted: np.ndarray, types: list[str] | None = None
+) -> dict[str, float]:
+    """Accuracy and macro-F1 (over every type in truth or prediction).
+
+    With ``types``, also ``macro_f1_shared_types``: the macro-F1 over those types only.
+    """
+    result = {
         "accuracy": round(float(accuracy_score(truth, predicted)), 4),
         "macro_f1": round(float(f1_score(truth, predicted, average="macro")), 4),
     }
+    if types is not None:
+        f1 = f1_score(truth, predicted, labels=types, average="macro")
+        result["macro_f1_shared_types"] = round(float(f1), 4)
+    return result
 
 
 def read(name: str) -> ad.AnnData:
@@ -277,6 +287,7 @@ class Species:
 
     human_expansion: ad.AnnData
     mouse_orthologs: ad.AnnData
+    mouse_matched: ad.AnnData
     mouse_expansion: ad.AnnData
     human_restricted: ad.AnnData
     mouse_restricted: ad.AnnData
@@ -291,9 +302,12 @@ def species_panels(human: ad.AnnData) -> Species:
     in_both = table[HUMAN_COLUMN].isin(human.var_names) & table[MOUSE_COLUMN].isin(mouse.var_names)
     to_human = dict(zip(table[MOUSE_COLUMN][in_both], table[HUMAN_COLUMN][in_both], strict=True))
     reference_genes = set(human.var_names)
-    mouse_genes = set(hvg(mouse).var_names) | {
-        m for m, h in to_human.items() if h in reference_genes
-    }
+    with_ortholog = {m for m, h in to_human.items() if h in reference_genes}
+    # The symbol rule of expand_vocab(init_from=[table, "symbol"]): same symbol ignoring case.
+    symbol_ids = GeneVocab(list(human.var_names)).lookup(mouse.var_names, case_sensitive=False)
+    matched = with_ortholog | set(mouse.var_names[symbol_ids >= 0])
+    mouse_matched = mouse[:, [g for g in mouse.var_names if g in matched]].copy()
+    mouse_genes = set(hvg(mouse).var_names) | with_ortholog
     mouse_expansion = mouse[:, [g for g in mouse.var_names if g in mouse_genes]].copy()
     restricted = [g for g in human.var_names if g in set(to_human.values())]
     to_mouse = {h: m for m, h in to_human.items()}
@@ -301,10 +315,11 @@ def species_panels(human: ad.AnnData) -> Species:
     mouse_restricted.var_names = restricted
     keep = expressing(mouse_expansion, mouse_restricted)
     mouse_expansion, mouse_restricted = mouse_expansion[keep].copy(), mouse_restricted[keep].copy()
+    mouse_matched = mouse_matched[keep].copy()
     truth = mouse_restricted.obs[LABELS].astype(str).to_numpy()
     # The expansion query is fine-tuned: without labels, so nothing trains on mouse labels.
     # (Nothing trains on mouse cells in the restricted scFormer arm; scANVI hides them.)
-    del mouse_expansion.obs[LABELS]
+    del mouse_expansion.obs[LABELS], mouse_matched.obs[LABELS]
     mouse_orthologs = mouse_restricted.copy()
     mouse_orthologs.var_names = [to_mouse[g] for g in restricted]
     del mouse_orthologs.obs[LABELS]
@@ -314,6 +329,7 @@ def species_panels(human: ad.AnnData) -> Species:
     return Species(
         human,
         mouse_orthologs,
+        mouse_matched,
         mouse_expansion,
         human_restricted[human_keep].copy(),
         mouse_restricted,
@@ -332,15 +348,16 @@ def part_b(data: Species, pretrained: SCFormer, seed: int, settings: Settings) -
     ref_latent = reference.get_latent_representation()
     ref_labels = data.human_expansion.obs[LABELS].astype(str).to_numpy()
     arms = {
-        "scFormer expansion": data.mouse_orthologs,
-        "scFormer expansion with unmatched genes": data.mouse_expansion,
+        "scFormer expansion": (data.mouse_orthologs, ORTHOLOGS),
+        "scFormer expansion with symbol matches": (data.mouse_matched, [ORTHOLOGS, "symbol"]),
+        "scFormer expansion with unmatched genes": (data.mouse_expansion, ORTHOLOGS),
     }
-    for name, panel in arms.items():
+    for name, (panel, init_from) in arms.items():
         query = SCFormer.load_query_data(
             panel.copy(),
             reference,
             freeze=True,
-            init_from=ORTHOLOGS,
+            init_from=init_from,
             source_column=HUMAN_COLUMN,
             target_column=MOUSE_COLUMN,
         )
@@ -356,9 +373,9 @@ def part_b(data: Species, pretrained: SCFormer, seed: int, settings: Settings) -
             head = query.predict()[scored]
             mapped = knn(ref_latent, ref_labels, query.get_latent_representation())[scored]
             combined = query.predict(method="head+knn", k=K, knn_reference=reference)[scored]
-            run[f"{name}, {stage}: head"] = scores(truth, head)
-            run[f"{name}, {stage}: kNN"] = scores(truth, mapped)
-            run[f"{name}, {stage}: head+kNN"] = scores(truth, combined)
+            run[f"{name}, {stage}: head"] = scores(truth, head, data.shared)
+            run[f"{name}, {stage}: kNN"] = scores(truth, mapped, data.shared)
+            run[f"{name}, {stage}: head+kNN"] = scores(truth, combined, data.shared)
     run["seconds"]["scFormer expansion"] = round(time.perf_counter() - start)
 
     start = time.perf_counter()
@@ -378,9 +395,9 @@ def part_b(data: Species, pretrained: SCFormer, seed: int, settings: Settings) -
         data.human_restricted.obs[LABELS].astype(str).to_numpy(),
         restricted.get_latent_representation(data.mouse_restricted),
     )[scored]
-    run["scFormer restricted: head"] = scores(truth, head)
-    run["scFormer restricted: kNN"] = scores(truth, mapped)
-    run["scFormer restricted: head+kNN"] = scores(truth, combined)
+    run["scFormer restricted: head"] = scores(truth, head, data.shared)
+    run["scFormer restricted: kNN"] = scores(truth, mapped, data.shared)
+    run["scFormer restricted: head+kNN"] = scores(truth, combined, data.shared)
     run["seconds"]["scFormer restricted"] = round(time.perf_counter() - start)
 
     start = time.perf_counter()
@@ -393,7 +410,7 @@ def part_b(data: Species, pretrained: SCFormer, seed: int, settings: Settings) -
     vae = fit_scvi(both, seed, settings)
     labels = both.obs[LABELS].astype(str).to_numpy()
     run["scANVI restricted"] = scores(
-        truth, scanvi_predict(vae, labels, labelled, seed, settings)[scored]
+        truth, scanvi_predict(vae, labels, labelled, seed, settings)[scored], data.shared
     )
     run["seconds"]["scANVI restricted"] = round(time.perf_counter() - start)
     print(run, flush=True)
@@ -465,6 +482,7 @@ def write(name: str, config: dict, runs: dict, species: Species) -> None:
             "genes": {
                 "expansion_reference": species.human_expansion.n_vars,
                 "expansion_query": species.mouse_orthologs.n_vars,
+                "expansion_query_with_symbol_matches": species.mouse_matched.n_vars,
                 "expansion_query_with_unmatched": species.mouse_expansion.n_vars,
                 "restricted": species.human_restricted.n_vars,
             },

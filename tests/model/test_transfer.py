@@ -103,6 +103,30 @@ def test_new_tokens_start_from_orthologs(reference, tmp_path):
     torch.testing.assert_close(weight[model.vocab_["m2"]], gene_rows.mean(dim=0))
 
 
+def test_symbol_rule_fills_in_what_the_ortholog_table_lacks(reference):
+    genes = reference.vocab_.genes
+    table = pd.DataFrame({"human": [genes[0], genes[2]], "mouse": ["m0", genes[1].lower()]})
+    new = ["m0", genes[1].lower(), genes[3].lower(), "m2"]
+    model = SCFormer.load_query_data(reference.adata.copy(), reference, freeze=False)
+    with pytest.warns(UserWarning, match=r"1 of 4 new genes have no ortholog .*'m2'"):
+        added = model.expand_vocab(new, init_from=[table, "symbol"])
+    # The table comes first: genes[1].lower() takes its ortholog there, not its symbol match.
+    assert list(added["init"]) == [
+        f"ortholog:{genes[0]}",
+        f"ortholog:{genes[2]}",
+        f"symbol:{genes[3]}",
+        "mean",
+    ]
+    weight = model.module.embedding.gene.weight.detach()
+    assert torch.equal(weight[model.vocab_[genes[3].lower()]], weight[model.vocab_[genes[3]]])
+    model = SCFormer.load_query_data(reference.adata.copy(), reference, freeze=False)
+    with pytest.warns(UserWarning, match="1 of 4 new genes"):
+        added = model.expand_vocab(new, init_from=["symbol", table])
+    assert added.loc[genes[1].lower(), "init"] == f"symbol:{genes[1]}"
+    with pytest.raises(ValueError, match="init_from='mean' initialises every gene"):
+        model.expand_vocab(["m9"], init_from=[table, "mean"])
+
+
 def test_ortholog_table_without_usable_columns_is_refused(reference):
     model = SCFormer.load_query_data(reference.adata.copy(), reference, freeze=False)
     table = pd.DataFrame({"a": ["x", "y"], "b": ["m0", "m1"]})

@@ -28,6 +28,9 @@ from ._save_load import _paths, from_json
 logger = logging.getLogger(__name__)
 
 Freeze = bool | Literal["embeddings_only"]
+# How new gene tokens start (see TransferMixin.expand_vocab), and what that gives each gene.
+InitFrom = pd.DataFrame | str | Path | Sequence[pd.DataFrame | str | Path] | None
+TokenSource = tuple[str, np.ndarray] | str | None
 # Kinds of tensors indexed along dim 0 by a category that can grow: vocabulary ids, batches,
 # or cell labels (only the output layer of a head is indexed by its classes).
 TOKEN, BATCH, BATCH_OUTPUT, LABEL_OUTPUT = "token", "batch", "batch_output", "label_output"
@@ -209,7 +212,7 @@ class TransferMixin:
     def expand_vocab(
         self,
         new_genes: Sequence[str],
-        init_from: pd.DataFrame | str | Path | None = None,
+        init_from: InitFrom = None,
         freeze_old: bool = False,
         source_column: str | None = None,
         target_column: str | None = None,
@@ -228,8 +231,14 @@ class TransferMixin:
             embeddings (and dispersions). ``"random"``: random, with the spread of the
             existing embeddings. An ortholog table (DataFrame or CSV/TSV path, e.g.
             ``gene_matches_1v1_human2mouse.csv``): a new gene starts as the mean of its
-            orthologs in the vocabulary; genes without one start at the mean, with a warning
-            (such tokens mean nothing until trained).
+            orthologs in the vocabulary. ``"symbol"``: a new gene starts as the vocabulary
+            gene with its symbol ignoring case, if exactly one has it (mouse ``Ppy`` from
+            human ``PPY``): a heuristic, since a shared symbol is not a curated ortholog. A
+            list of tables and ``"symbol"`` tries them in order, each gene taking the first
+            match: ``[table, "symbol"]`` adds the genes a one-to-one table leaves out
+            (``Ppy`` and ``Hhex`` are not in ``gene_matches_1v1_human2mouse.csv``). Genes
+            that no rule matches start at the mean, with a warning (such tokens mean nothing
+            until trained).
         freeze_old
             Keep the existing rows bitwise unchanged in training (gradient hook plus a
             restore after each optimizer step, which undoes AdamW weight decay); new rows
@@ -242,7 +251,7 @@ class TransferMixin:
         Returns
         -------
         One row per added gene (index ``gene``): its ``token_id`` and ``init`` (``"mean"``,
-        ``"random"``, or ``"ortholog:<genes>"``).
+        ``"random"``, ``"ortholog:<genes>"`` or ``"symbol:<gene>"``).
         """
         vocab: GeneVocab = self.vocab_
         names = list(dict.fromkeys(str(g) for g in new_genes))
@@ -272,19 +281,37 @@ class TransferMixin:
     def _token_sources(
         self,
         genes: list[str],
-        init_from: pd.DataFrame | str | Path | None,
+        init_from: InitFrom,
         source_column: str | None,
         target_column: str | None,
-    ) -> list[np.ndarray | str | None]:
-        """Per new gene: vocabulary ids to average, ``None`` for the mean, or ``"random"``."""
+    ) -> list[TokenSource]:
+        """Per new gene: ``(rule, vocabulary ids to average)``, ``None`` (mean) or ``"random"``."""
         if init_from is None or (isinstance(init_from, str) and init_from == "mean"):
             return [None] * len(genes)
         if isinstance(init_from, str) and init_from == "random":
             return ["random"] * len(genes)
-        table = read_ortholog_table(init_from)
+        rules = list(init_from) if isinstance(init_from, list | tuple) else [init_from]
+        for rule in rules:
+            if isinstance(rule, str) and rule in ("mean", "random"):
+                raise ValueError(
+                    f"init_from={rule!r} initialises every gene: pass it alone, not in a list "
+                    "(genes no rule in the list knows start at the mean)."
+                )
+        tables = [
+            None if isinstance(r, str) and r == "symbol" else read_ortholog_table(r) for r in rules
+        ]
         if not genes:
             return []
-        found = ortholog_sources(table, self.vocab_, genes, source_column, target_column)
+        found: dict[str, tuple[str, np.ndarray]] = {}
+        for table in tables:  # None stands for "symbol"
+            if table is None:
+                ids = self.vocab_.lookup(genes, case_sensitive=False)
+                matches = {g: np.array([i]) for g, i in zip(genes, ids, strict=True) if i >= 0}
+            else:
+                matches = ortholog_sources(table, self.vocab_, genes, source_column, target_column)
+            kind = "symbol" if table is None else "ortholog"
+            for gene, ids in matches.items():
+                found.setdefault(gene, (kind, ids))
         unmatched = [g for g in genes if g not in found]
         if unmatched:
             # Measured on Baron mouse mapped onto a human model: 1256 such genes next to 1408
@@ -308,7 +335,7 @@ class TransferMixin:
         reference_model: TransferMixin | str | Path,
         freeze: Freeze = True,
         expand_vocab: bool = True,
-        init_from: pd.DataFrame | str | Path | None = None,
+        init_from: InitFrom = None,
         source_column: str | None = None,
         target_column: str | None = None,
         labels_key: str | None = None,
@@ -626,15 +653,14 @@ def _labels_optional_for_dir(dir_path, adata: AnnData, prefix: str | None) -> An
     return with_placeholder_labels(adata, key, str(state["categorical_mapping"][0]))
 
 
-def _describe_init(source: np.ndarray | str | None, vocab: GeneVocab) -> str:
+def _describe_init(source: TokenSource, vocab: GeneVocab) -> str:
     if source is None or isinstance(source, str):
         return source or "mean"
-    return "ortholog:" + ",".join(vocab.tokens[i] for i in source)
+    kind, ids = source
+    return f"{kind}:" + ",".join(vocab.tokens[i] for i in ids)
 
 
-def _new_rows(
-    old: torch.Tensor, sources: list[np.ndarray | str | None], n_special: int
-) -> torch.Tensor:
+def _new_rows(old: torch.Tensor, sources: list[TokenSource], n_special: int) -> torch.Tensor:
     """Initial values of new rows of a per-token tensor ``old`` whose genes start at n_special."""
     genes = old[n_special:] if old.shape[0] > n_special else old
     mean = genes.mean(dim=0)
@@ -645,7 +671,7 @@ def _new_rows(
         elif isinstance(source, str):  # "random"
             rows.append(torch.randn_like(mean) * genes.std(dim=0) + mean)
         else:
-            rows.append(old[torch.as_tensor(source)].mean(dim=0))
+            rows.append(old[torch.as_tensor(source[1])].mean(dim=0))
     return torch.stack(rows) if rows else old[:0]
 
 
