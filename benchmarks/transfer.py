@@ -35,9 +35,12 @@ cells, once per seed; every labelled task then fine-tunes a copy of it with a ce
       ortholog; only they are then trained, by masked value prediction on the mouse cells.
       Scored before ("zero-shot") and after this fine-tuning. The reference model is not
       retrained: this is how a pretrained model meets a new species;
-    - scFormer expansion with unmatched genes: the same, the query panel also holding the 2000
-      mouse HVGs, whose tokens start at the mean embedding when they have no ortholog in the
-      reference: what tokens without a meaningful initialisation do to the mapping;
+    - scFormer expansion with symbol matches: the same, the query panel also holding the mouse
+      genes missing from the 1:1 table whose symbol, ignoring case, is a reference gene's
+      (``Ppy``, ``Hhex``; ``init_from=[table, "symbol"]``);
+    - scFormer expansion with unmatched genes: the 1:1 panel plus the 2000 mouse HVGs, whose
+      tokens start at the mean embedding when they have no ortholog in the reference: what
+      tokens without a meaningful initialisation do to the mapping;
     - scFormer restricted: both species restricted to 1:1 orthologs (the human HVGs that have
       one; mouse genes renamed to their human ortholog); a scFormer is pretrained
       self-supervised on the human and mouse cells together (batch = donor, so each mouse
@@ -61,7 +64,10 @@ donor's own statistics also carry its cell-type composition (human4: 71 ductal c
 acinar cell), which standardisation turns into a shift.
 
 Accuracy and macro-F1 (over the classes present in truth or prediction), per fold and seed;
-summaries are means and standard deviations over seeds of the per-seed means. Run:
+summaries are means and standard deviations over seeds of the per-seed means. Part (b) also
+gives the macro-F1 over the 10 shared cell types (``macro_f1_shared_types``): a mouse cell
+called by a human-only type (acinar, epsilon, mast) is an error in both, but the first also
+adds that type to the average with F1 0, so a single such cell lowers it by 0.05-0.07. Run:
 ``.venv/bin/python benchmarks/transfer.py [--quick] [--parts a b] [--seeds 0 1 2]
 [--gene-init pca]``; writes ``results/transfer.json`` (``transfer_quick.json`` with ``--quick``,
 ``transfer_gene_init_pca.json`` with ``--gene-init pca``) after every part, keeping
