@@ -303,13 +303,14 @@ class TransferMixin:
         if not genes:
             return []
         found: dict[str, tuple[str, np.ndarray]] = {}
-        for table in tables:  # None stands for "symbol"
-            if table is None:
+        for table in tables:
+            if table is None:  # the "symbol" rule: the vocabulary's case-insensitive lookup
                 ids = self.vocab_.lookup(genes, case_sensitive=False)
+                kind = "symbol"
                 matches = {g: np.array([i]) for g, i in zip(genes, ids, strict=True) if i >= 0}
             else:
+                kind = "ortholog"
                 matches = ortholog_sources(table, self.vocab_, genes, source_column, target_column)
-            kind = "symbol" if table is None else "ortholog"
             for gene, ids in matches.items():
                 found.setdefault(gene, (kind, ids))
         unmatched = [g for g in genes if g not in found]
