@@ -2,6 +2,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scvi
 import torch
 
 from scformer_scvi import SCFormer
@@ -395,6 +396,33 @@ def _tuned_without_human4(baron_small) -> tuple[SCFormer, ad.AnnData]:
     )
     tuned.train(max_epochs=2, **TINY_TRAIN)
     return tuned, baron_small[held_out].copy()
+
+
+def test_training_leaves_exact_batch_statistics(baron_small):
+    """After train(), each donor is standardised by its own cells under the final encoder."""
+    SCFormer.setup_anndata(baron_small, batch_key="donor")
+    models = {}
+    for statistics in ("exact", "running"):
+        scvi.settings.seed = 0
+        models[statistics] = SCFormer(baron_small, **TINY_MODEL, domain_norm=True)
+        models[statistics].train(max_epochs=2, batch_statistics=statistics, **TINY_TRAIN)
+    exact, running = models["exact"].module.state_dict(), models["running"].module.state_dict()
+    for name, weights in exact.items():  # same training: only the statistics differ
+        if not name.startswith("cell_norm."):
+            torch.testing.assert_close(weights, running[name], msg=name)
+    donors = baron_small.obs["donor"].to_numpy()
+    norm = models["exact"].module.cell_norm
+    latent = {name: model.get_latent_representation() for name, model in models.items()}
+    for code, donor in enumerate(baron_small.obs["donor"].cat.categories):
+        cells = latent["exact"][donors == donor]
+        np.testing.assert_allclose(cells.mean(axis=0), 0.0, atol=1e-4)
+        variance = norm.running_var[code].numpy()
+        expected = variance / (variance + norm.eps)
+        np.testing.assert_allclose(cells.var(axis=0, ddof=1), expected, rtol=1e-3)
+        # the momentum averages lag behind the encoder's last state
+        assert np.abs(latent["running"][donors == donor].mean(axis=0)).max() > 0.05
+    with pytest.raises(ValueError, match="batch_statistics must be 'exact' or 'running'"):
+        models["exact"].train(max_epochs=1, batch_statistics="exakt", **TINY_TRAIN)
 
 
 def test_update_batch_statistics_refits_a_held_out_donor(baron_small):

@@ -324,6 +324,7 @@ class SCFormer(
         datasplitter_kwargs: dict | None = None,
         bank: scbank.DataBank | None = None,
         class_weight: Literal["balanced"] | Mapping[str, float] | None = None,
+        batch_statistics: Literal["exact", "running"] = "exact",
         **trainer_kwargs,
     ):
         """Train by masked value prediction (plus classification when labels are registered).
@@ -367,12 +368,23 @@ class SCFormer(
             are imbalanced. A mapping gives labels their weights (unnamed labels weigh 1;
             0 leaves a label's cells out of the head's training). ``None``: every cell
             weighs the same. Cells of the ``unlabeled_category`` weigh 0 in every case.
+        batch_statistics
+            With ``domain_norm``, how each batch's embedding statistics are left after
+            training. ``"exact"``: recomputed with the final encoder from all the batch's
+            cells (:meth:`update_batch_statistics`, one inference pass over ``adata``).
+            ``"running"``: the momentum averages gathered during training, which lag behind
+            an encoder that kept changing (lower integration scores; see ``docs/design.md``).
+            Training from a bank always keeps the running statistics.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` / Lightning, e.g. ``precision="bf16-mixed"``,
             ``gradient_clip_val=1.0``, ``early_stopping=True``. ``precision="auto"`` takes
             bfloat16 autocast where the hardware computes it natively and float32 elsewhere
             (see :func:`~scformer_scvi.train.resolve_precision`).
         """
+        if batch_statistics not in ("exact", "running"):
+            raise ValueError(
+                f"batch_statistics must be 'exact' or 'running', got {batch_statistics!r}."
+            )
         n_obs = bank.n_obs if bank is not None else self.adata.n_obs
         if max_epochs is None:
             steps_per_epoch = max(1, math.ceil(0.9 * n_obs / batch_size))
@@ -410,7 +422,7 @@ class SCFormer(
         }
         if train_size is None or train_size < 1.0 or validation_size:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)  # losses in model.history
-        return super().train(
+        result = super().train(
             max_epochs=max_epochs,
             accelerator=accelerator,
             devices=devices,
@@ -421,6 +433,9 @@ class SCFormer(
             datasplitter_kwargs=datasplitter_kwargs,
             **trainer_kwargs,
         )
+        if batch_statistics == "exact" and self.module.domain_norm:
+            self._refit_trained_batch_statistics()
+        return result
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
         """Register an AnnData the model has not seen: check its counts, accept new batches.

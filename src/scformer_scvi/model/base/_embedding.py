@@ -158,3 +158,17 @@ class EmbeddingMixin:
                 raise ValueError(f"Batch {names[b]!r} has one cell: statistics need two.")
             norm.set_statistics(b, cells.mean(dim=0), cells.var(dim=0))
         return [str(names[b]) for b in present]
+
+    def _refit_trained_batch_statistics(self) -> None:
+        """Exact statistics for every batch of the model's AnnData that training updates.
+
+        Frozen (reference) batches and batches of one cell keep their running statistics.
+        """
+        norm = self.module.cell_norm
+        n_batch = norm.running_mean.shape[0]
+        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
+        n_cells = np.bincount(codes, minlength=n_batch)
+        refit = (np.arange(n_batch) >= norm.n_frozen) & (n_cells >= 2)
+        cells = np.flatnonzero(refit[codes])
+        if cells.size:
+            self.update_batch_statistics(indices=cells)
