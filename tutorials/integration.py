@@ -24,7 +24,8 @@
 #   batch embedding is added to the cell embedding before the gene decoder, so the decoder
 #   (not the cell embedding) can explain the batch's expression shifts;
 # - `domain_norm=True`: each cell's embedding is standardised with the statistics of its own
-#   batch (a domain-specific batch norm), which removes shifts of a whole batch;
+#   batch (a domain-specific batch norm), which removes shifts of a whole batch; `train()`
+#   ends by recomputing each batch's statistics from all its cells with the final encoder;
 # - `dar_weight`: adversarial batch removal. A discriminator predicts the batch from the cell
 #   embedding through a gradient-reversal layer, which pushes the encoder to hide the batch.
 #   The reversal ramps up over the first `dar_warmup_ratio` of training.
