@@ -371,11 +371,11 @@ def part_b(data: Species, pretrained: SCFormer, seed: int, settings: Settings) -
         for stage in ("zero-shot", "fine-tuned"):
             if stage == "fine-tuned":
                 scvi.settings.seed = seed
-                train(query, settings.epochs["query"])
-            # New batches start from the mean of the reference's statistics; zero-shot,
-            # estimate the mouse donors' own from their cells (no training), and exactly after
-            # training.
-            query.update_batch_statistics()
+                train(query, settings.epochs["query"])  # ends with the donors' exact statistics
+            else:
+                # New batches start from the mean of the reference's statistics: estimate the
+                # mouse donors' own from their cells (no training).
+                query.update_batch_statistics()
             head = query.predict()[scored]
             mapped = knn(ref_latent, ref_labels, query.get_latent_representation())[scored]
             combined = query.predict(method="head+knn", k=K, knn_reference=reference)[scored]
