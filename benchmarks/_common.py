@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 # The integration and transfer benchmarks train the demo's scFormer, whose configuration the
-# integration tuning on Baron chose (benchmarks/integration.py, TUNING).
+# integration tuning on Baron chose (benchmarks/integration.py, TUNING); the integration
+# benchmark trains it longer, with adversarial batch removal (its SCFORMER).
 SCFORMER_MODEL = demo.MODEL
 SCFORMER_TRAIN = demo.TRAIN
 

@@ -28,7 +28,8 @@ from scformer_scvi.plotting import umap
 BATCH_KEY = "donor"
 LABEL_KEY = "cell_ontology_class"
 # The configuration the integration tuning chose (benchmarks/integration.py, which trains it
-# too): raw-count classes, batch token, per-donor embedding statistics, MVC and ECS objectives.
+# longer with adversarial batch removal, its best result; the demo keeps 12 epochs to stay
+# short): raw-count classes, batch token, per-donor embedding statistics, MVC and ECS.
 MODEL = {
     "d_model": 128,
     "n_heads": 4,
