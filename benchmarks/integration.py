@@ -82,8 +82,8 @@ SCVI = {"model": {"n_latent": 30, "n_layers": 2}, "train": {"max_epochs": 400}}
 # 0.01-0.03 in Total, so single-seed differences below that mean little. Tuning runs before the
 # sixth round predate exact batch statistics after training (train(batch_statistics="exact"),
 # now the default; see docs/design.md): they used the running averages. The sixth round and
-# the exploratory rounds in the log ("exploration_exact_statistics", "exploration_readouts")
-# use exact statistics.
+# the exploratory rounds in the log ("exploration_exact_statistics", "exploration_readouts",
+# "exploration_dar_offsets", "exploration_ecs") use exact statistics.
 #
 # First round (binned values, no ECS, MVC on expressed genes only: FIRST_ROUND): with no batch
 # handling at all the donors already mix (iLISI 0.50, Harmony 0.49) and bio conservation is the
