@@ -23,12 +23,13 @@ re-runs Harmony; scores are reported as mean ± sample sd over seeds.
 
 Run::
 
-    .venv/bin/python benchmarks/integration.py                # all datasets, seeds 0 1 2 (~1 h)
+    .venv/bin/python benchmarks/integration.py                # all datasets, seeds 0 1 2 (44 min)
     .venv/bin/python benchmarks/integration.py --quick        # smoke run, about 3 minutes
     .venv/bin/python benchmarks/integration.py --tune NAME..  # tuning runs (Baron, TUNE_SEEDS)
 
-On 2 CPU cores the full run took 65 minutes (``wall_time_s``; each dataset also runs alone,
-``--datasets``, writing ``results/integration_<dataset>.{json,csv}``). Writes
+On 2 CPU cores the full run took 44 minutes with two training workers, the default (65 with
+``--workers 1``; ``wall_time_s``). Each dataset also runs alone (``--datasets``, writing
+``results/integration_<dataset>.{json,csv}``). Writes
 ``results/integration.{json,csv}``, ``results/integration_scib_<dataset>.png`` (the scib
 table of the first seed) and ``results/integration_umap_<dataset>.png``; ``--tune`` appends to
 ``results/integration_tuning.json``, which the main run copies into its JSON as
