@@ -89,7 +89,7 @@ SCVI = {"model": {"n_latent": 30, "n_layers": 2}, "train": {"max_epochs": 400}}
 # sixth round predate exact batch statistics after training (train(batch_statistics="exact"),
 # now the default; see docs/design.md): they used the running averages. The sixth round and
 # the exploratory rounds in the log ("exploration_exact_statistics", "exploration_readouts",
-# "exploration_dar_offsets", "exploration_ecs") use exact statistics.
+# "exploration_dar_offsets", "exploration_ecs", "exploration_mnn_bank") use exact statistics.
 #
 # First round (binned values, no ECS, MVC on expressed genes only: FIRST_ROUND): with no batch
 # handling at all the donors already mix (iLISI 0.50, Harmony 0.49) and bio conservation is the
@@ -539,22 +539,20 @@ def run_dataset(
     data: Dataset,
     seeds: tuple[int, ...],
     trained: dict[tuple[str, int, str], tuple[np.ndarray, float]],
-    figures: bool = True,
+    quick: bool,
 ) -> dict:
     """Add PCA and Harmony to the trained methods' embeddings, score every seed, summarise."""
     per_seed, timings = [], {name: [] for name in METHODS}
     umap_embeddings = None
     for seed in seeds:
         embeddings = {}
-        for name, method in METHODS.items():
-            if name in TRAINED:
-                embeddings[name], seconds = trained[data.name, seed, name]
-            else:
-                started = time.perf_counter()
-                embeddings[name] = method(data, seed, False)
-                seconds = round(time.perf_counter() - started, 1)
+        for name in METHODS:
+            key = (data.name, seed, name)
+            embeddings[name], seconds = (
+                trained[key] if key in trained else timed_embedding(*key, quick)
+            )
             timings[name].append(seconds)
-        first = figures and seed == seeds[0]
+        first = not quick and seed == seeds[0]
         png = RESULTS / f"integration_scib_{data.name}.png" if first else None
         started = time.perf_counter()
         scores = score(data, embeddings, png)
@@ -676,7 +674,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     seeds = (args.seeds[0],) if args.quick else tuple(args.seeds)
     results = {
-        name: run_dataset(prepared(name, args.quick), seeds, trained, figures=not args.quick)
+        name: run_dataset(prepared(name, args.quick), seeds, trained, args.quick)
         for name, trained in trained_embeddings(args.datasets, seeds, args.quick, args.workers)
     }
     results = {name: results[name] for name in args.datasets}  # the order asked for
