@@ -527,13 +527,12 @@ def trained_embeddings(
         workers, mp_context=context, initializer=use_threads, initargs=(threads,)
     ) as pool:
         futures = {pool.submit(timed_embedding, *job, quick): job for job in jobs}
-        done, remaining = {}, {name: len(seeds) * len(TRAINED) for name in names}
+        done: dict[str, dict] = {name: {} for name in names}
         for future in as_completed(futures):
             job = futures[future]
-            done[job] = future.result()
-            remaining[job[0]] -= 1
-            if not remaining[job[0]]:
-                yield job[0], {key: value for key, value in done.items() if key[0] == job[0]}
+            done[job[0]][job] = future.result()
+            if len(done[job[0]]) == len(seeds) * len(TRAINED):
+                yield job[0], done.pop(job[0])
 
 
 def run_dataset(
