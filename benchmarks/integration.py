@@ -90,7 +90,7 @@ SCVI = {"model": {"n_latent": 30, "n_layers": 2}, "train": {"max_epochs": 400}}
 # now the default; see docs/design.md): they used the running averages. The sixth round and
 # the exploratory rounds in the log ("exploration_exact_statistics", "exploration_readouts",
 # "exploration_dar_offsets", "exploration_ecs", "exploration_mnn_bank",
-# "exploration_pull_variants") use exact statistics.
+# "exploration_pull_variants", "exploration_anchor_pull") use exact statistics.
 #
 # First round (binned values, no ECS, MVC on expressed genes only: FIRST_ROUND): with no batch
 # handling at all the donors already mix (iLISI 0.50, Harmony 0.49) and bio conservation is the
