@@ -41,6 +41,12 @@
 # longer training (18 epochs instead of 12) it was the best configuration (`dar_weight=0.5`,
 # used here and by the benchmark). On data with a strong technical batch, try a higher weight.
 #
+# The cell embedding is 10-dimensional (`n_latent=10`, a learned projection of the 128-wide
+# token states). Each dimension is standardised, so with all 128 the directions that carry
+# little but noise count as much as those that carry cell types, and many cells end up in no
+# other cell's nearest neighbours: the neighbour graph falls apart and batches mix less
+# (Kang ctrl/stim, batch correction 0.86 with 128 dimensions, 0.93-0.94 with 10).
+#
 # Set the environment variable `SCFORMER_TUTORIAL_FAST=1` to run with tiny settings (as the
 # test suite does).
 
@@ -109,6 +115,7 @@ model = SCFormer(
     batch_token=True,
     domain_norm=True,
     dar_weight=0.5,
+    n_latent=10,
 )
 model
 
