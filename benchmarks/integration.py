@@ -182,18 +182,11 @@ TUNING: dict[str, dict] = {
         "model": {"dar_weight": 0.5},
         "train": {"steps": 24 * BARON_STEPS_PER_EPOCH},
     },
-    # Eleventh round: a 10-wide cell embedding (n_latent=10, a trained linear bottleneck)
-    # instead of d_model = 128 dimensions, each standardised to unit variance, on top of
-    # e18_dar0.5. The 128-dimensional embedding has a flat spectrum past its first components
-    # (Kang, seed 0: 67 components for 90% of the variance; scVI's latent: 12), and its
-    # nearest-neighbour graph has many cells that are no other cell's neighbour (6.2% of Kang's
-    # cells among their 15 nearest neighbours; scVI 1.2%), which lowers graph connectivity,
-    # iLISI and kBET. Exploratory, seed 0 (`exploration_latent_width` in the log): Kang 0.939
-    # (128 wide: 0.861; 16 wide: 0.906; scVI 0.908), PBMC 0.836 (0.754), Baron 0.696 (0.702;
-    # 16 wide: 0.697; with DAR at weight 1: 0.683). On the tuning seeds Baron fell from
-    # 0.714 +- 0.004 to 0.691 +- 0.003 (bio 0.662, batch 0.734): the narrow embedding costs
-    # Baron about 0.02 and gains Kang and PBMC about 0.08. It is SCFORMER: the largest
-    # shortfall against the better baseline shrinks (Kang's, 0.044 with 128 dimensions).
+    # Eleventh round: e18_dar0.5 with a 10-dimensional cell embedding (n_latent=10) instead of
+    # 128; why the width matters is in docs/design.md (Embedding width), every run in the
+    # log's "exploration_latent_width". Tuning seeds: Baron 0.691 +- 0.003 (e18_dar0.5:
+    # 0.714 +- 0.004); seed 0: Kang 0.939 (0.861), PBMC 0.836 (0.754). It is SCFORMER: the
+    # largest shortfall against the better baseline shrinks (Kang's 0.044 at 128 dimensions).
     "e18_dar0.5_latent10": {
         "model": {"dar_weight": 0.5, "n_latent": 10},
         "train": {"steps": 18 * BARON_STEPS_PER_EPOCH},
