@@ -191,6 +191,21 @@ TUNING: dict[str, dict] = {
         "model": {"dar_weight": 0.5, "n_latent": 10},
         "train": {"steps": 18 * BARON_STEPS_PER_EPOCH},
     },
+    # Twelfth round (every run in the log's "exploration_bio_at_10_dimensions"): at 10
+    # dimensions a half-strength expression start of the gene embeddings (gene_init="pca",
+    # gene_init_weight=0.5) keeps more cell types, and ECS at weight 12 with threshold 0.8
+    # keeps the donors together; the full start separates them whatever else is changed.
+    "e18_dar0.5_latent10_half_pca_ecs12": {
+        "model": {
+            "dar_weight": 0.5,
+            "n_latent": 10,
+            "gene_init": "pca",
+            "gene_init_weight": 0.5,
+            "ecs_weight": 12.0,
+            "ecs_threshold": 0.8,
+        },
+        "train": {"steps": 18 * BARON_STEPS_PER_EPOCH},
+    },
 }
 
 

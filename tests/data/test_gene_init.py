@@ -87,15 +87,35 @@ def test_model_gene_init_pca(baron_small):
     assert models[0].init_params_["non_kwargs"]["gene_init"] == "pca"
 
 
+def test_partial_gene_init_mixes_the_expression_and_random_starts(baron_small):
+    SCFormer.setup_anndata(baron_small, layer=None, batch_key="donor")
+    models = {}
+    for init, share in (("random", 1.0), ("pca", 1.0), ("pca", 0.5)):
+        torch.manual_seed(0)
+        model = SCFormer(baron_small, **TINY_MODEL, gene_init=init, gene_init_weight=share)
+        models[init, share] = model.module.embedding.gene.weight.detach().numpy()
+    ids = model.vocab_.lookup(list(baron_small.var_names))
+    expected = 0.5 * models["pca", 1.0][ids] + np.sqrt(0.75) * models["random", 1.0][ids]
+    np.testing.assert_allclose(models["pca", 0.5][ids], expected, rtol=1e-5, atol=1e-6)
+    # The mix keeps the random start's scale: mean norms within 10% of each other.
+    norms = [np.linalg.norm(models[key][ids], axis=1).mean() for key in models]
+    assert max(norms) / min(norms) < 1.1
+
+
 def test_gene_init_errors(baron_small):
     SCFormer.setup_anndata(baron_small)
     with pytest.raises(ValueError, match="gene_init must be 'random' or 'pca'"):
         SCFormer(baron_small, **TINY_MODEL, gene_init="pretrained")
+    for share in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"gene_init_weight must be in \(0, 1\]"):
+            SCFormer(baron_small, **TINY_MODEL, gene_init="pca", gene_init_weight=share)
+    with pytest.raises(ValueError, match="pass gene_init='pca'"):
+        SCFormer(baron_small, **TINY_MODEL, gene_init_weight=0.5)
 
 
 def test_load_and_query_mapping_keep_the_trained_weights(baron_small, tmp_path, monkeypatch):
     SCFormer.setup_anndata(baron_small, batch_key="donor")
-    model = SCFormer(baron_small, **TINY_MODEL, gene_init="pca")
+    model = SCFormer(baron_small, **TINY_MODEL, gene_init="pca", gene_init_weight=0.5)
     model.train(max_epochs=1, **TINY_TRAIN)
     model.save(tmp_path / "model")
     trained = model.module.embedding.gene.weight.detach().clone()

@@ -97,6 +97,9 @@ class ModelConfig:
     gene_init
         ``random`` or ``pca`` (gene embeddings start on the principal axes of the data's
         expression; h5ad input only).
+    gene_init_weight
+        With ``gene_init: pca``, the share of the expression start in (0, 1]; the rest is
+        the random start.
     value_encoding
         How expression enters a token.
     likelihood
@@ -124,6 +127,7 @@ class ModelConfig:
     max_seq_len: int = 512
     n_zero_genes: int = 0
     gene_init: Literal["random", "pca"] = "random"
+    gene_init_weight: float = 1.0
     value_encoding: Literal["binned", "continuous", "count_classes", "scaling"] = "binned"
     likelihood: Literal["mse", "binned", "zinb", "hurdle"] = "mse"
     head_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -110,6 +110,12 @@ class SCFormer(
         0.661 -> 0.705, batch correction 0.762 -> 0.607). Genes of the vocabulary that
         ``adata`` lacks keep a random start. Used only when a model is built from data, not
         by :meth:`load` or :meth:`load_query_data`, which bring their weights.
+    gene_init_weight
+        With ``gene_init="pca"``: the share ``w`` of the expression start, in (0, 1]. Each
+        gene starts at ``w`` times its expression coordinates plus ``sqrt(1 - w**2)`` times
+        its random start (same expected norm). A partial start keeps more of the cell types
+        than the random start and lets fewer batch differences through than the full one
+        (integration on Baron: ``docs/design.md``, Embedding width).
     **module_kwargs
         Options of :class:`~scformer_scvi.module.SCFormerModule`: ``value_encoding``
         (``"binned"``, ``"continuous"``, ``"count_classes"``, ``"scaling"``), ``likelihood``
@@ -154,10 +160,18 @@ class SCFormer(
         max_seq_len: int = 512,
         n_zero_genes: int = 0,
         gene_init: GeneInit = "random",
+        gene_init_weight: float = 1.0,
         **module_kwargs,
     ) -> None:
         if gene_init not in GENE_INITS:
             raise ValueError(f"gene_init must be 'random' or 'pca', got {gene_init!r}.")
+        if not 0 < gene_init_weight <= 1:
+            raise ValueError(f"gene_init_weight must be in (0, 1], got {gene_init_weight!r}.")
+        if gene_init == "random" and gene_init_weight != 1:
+            raise ValueError(
+                "gene_init_weight sets the share of the expression start: pass gene_init='pca' "
+                "with it."
+            )
         super().__init__(adata, registry)
         if vocab is None:
             if adata is None:
@@ -184,7 +198,7 @@ class SCFormer(
         )
         module = self.module
         if gene_init == "pca" and registry is None:  # load() brings its trained weights
-            self._init_gene_embeddings()
+            self._init_gene_embeddings(gene_init_weight)
         n_params = sum(p.numel() for p in module.parameters())
         objectives = ", ".join(f"{k} x{w:g}" for k, w in module.weights.items() if w)
         self._model_summary_string = (
@@ -200,8 +214,13 @@ class SCFormer(
         # The vocabulary is saved as its own JSON file, not among the init parameters.
         self.init_params_["non_kwargs"].pop("vocab", None)
 
-    def _init_gene_embeddings(self) -> None:
-        """Set the gene embeddings of the data's genes from its expression (``gene_init``)."""
+    def _init_gene_embeddings(self, share: float) -> None:
+        """Set the gene embeddings of the data's genes from its expression (``gene_init``).
+
+        ``share`` (``gene_init_weight``) mixes the expression coordinates ``c`` with the random
+        start ``r``: ``share * c + sqrt(1 - share**2) * r``, which keeps the embeddings' expected
+        norm.
+        """
         manager = self.adata_manager
         batch = np.asarray(manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
         weight = self.module.embedding.gene.weight
@@ -210,8 +229,10 @@ class SCFormer(
         )
         ids = self.vocab_.lookup(gene_names(self.adata, self.registry_["setup_args"]["gene_key"]))
         known = ids >= 0
+        rows = torch.as_tensor(ids[known])
         with torch.no_grad():
-            weight[torch.as_tensor(ids[known])] = torch.as_tensor(coordinates[known]).to(weight)
+            start = torch.as_tensor(coordinates[known]).to(weight)
+            weight[rows] = share * start + math.sqrt(1 - share**2) * weight[rows]
 
     def _registered_perturbed_genes(self) -> list[str]:
         """Genes named in the registered perturbation column (empty without one)."""

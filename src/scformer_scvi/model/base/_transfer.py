@@ -432,7 +432,11 @@ class TransferMixin:
         cls.setup_anndata(adata, source_registry=registry, extend_categories=True, **args)
 
         # The reference's weights replace any initialisation from the query's data.
-        kwargs = {**init_kwargs(reference.init_params_), "gene_init": "random"}
+        kwargs = {
+            **init_kwargs(reference.init_params_),
+            "gene_init": "random",
+            "gene_init_weight": 1.0,
+        }
         query = cls(adata, vocab=reference.vocab_, **kwargs)
         old_rows = {
             TOKEN: len(reference.vocab_),
