@@ -191,10 +191,11 @@ TUNING: dict[str, dict] = {
         "model": {"dar_weight": 0.5, "n_latent": 10},
         "train": {"steps": 18 * BARON_STEPS_PER_EPOCH},
     },
-    # Twelfth round (every run in the log's "exploration_bio_at_10_dimensions"): at 10
-    # dimensions a half-strength expression start of the gene embeddings (gene_init="pca",
-    # gene_init_weight=0.5) keeps more cell types, and ECS at weight 12 with threshold 0.8
-    # keeps the donors together; the full start separates them whatever else is changed.
+    # Twelfth round (every run in the log's "exploration_bio_at_10_dimensions"; why in
+    # docs/design.md, Embedding width): at 10 dimensions a half-strength expression start of
+    # the gene embeddings keeps more cell types, and ECS at weight 12 with threshold 0.8 keeps
+    # the donors together. Seeds 0 / 1: Baron 0.721 / 0.716 (Harmony 0.715 / 0.712), PBMC
+    # 0.781 (seed 0), but Kang 0.892 / 0.878 (scVI 0.908 / 0.889). Not yet run with --tune.
     "e18_dar0.5_latent10_half_pca_ecs12": {
         "model": {
             "dar_weight": 0.5,
