@@ -195,7 +195,8 @@ TUNING: dict[str, dict] = {
     # docs/design.md, Embedding width): at 10 dimensions a half-strength expression start of
     # the gene embeddings keeps more cell types, and ECS at weight 12 with threshold 0.8 keeps
     # the donors together. Seeds 0 / 1: Baron 0.721 / 0.716 (Harmony 0.715 / 0.712), PBMC
-    # 0.781 (seed 0), but Kang 0.892 / 0.878 (scVI 0.908 / 0.889). Not yet run with --tune.
+    # 0.781 (seed 0), but Kang 0.892 / 0.878 (scVI 0.908 / 0.889). Tuning seeds: Baron
+    # 0.716 +- 0.024 (0.734 / 0.699; e18_dar0.5_latent10 0.691 +- 0.003). Not adopted.
     "e18_dar0.5_latent10_half_pca_ecs12": {
         "model": {
             "dar_weight": 0.5,
