@@ -23,11 +23,11 @@ re-runs Harmony; scores are reported as mean ± sample sd over seeds.
 
 Run::
 
-    .venv/bin/python benchmarks/integration.py                # all datasets, seeds 0 1 2 (46 min)
+    .venv/bin/python benchmarks/integration.py                # all datasets, seeds 0 1 2 (49 min)
     .venv/bin/python benchmarks/integration.py --quick        # smoke run, about 3 minutes
     .venv/bin/python benchmarks/integration.py --tune NAME..  # tuning runs (Baron, TUNE_SEEDS)
 
-On 2 CPU cores the full run took 44-46 minutes with two training workers, the default (65 with
+On 2 CPU cores the full run took 44-49 minutes with two training workers, the default (65 with
 ``--workers 1``; ``wall_time_s``). Each dataset also runs alone (``--datasets``, writing
 ``results/integration_<dataset>.{json,csv}``). Writes
 ``results/integration.{json,csv}``, ``results/integration_scib_<dataset>.png`` (the scib
@@ -167,8 +167,8 @@ TUNING: dict[str, dict] = {
     # configuration (12 epochs, no DAR): that configuration again (its entry above used running
     # averages; 0.712), then the lead the exploratory fifth round found on the reported seeds.
     # 18 epochs with DAR at weight 0.5 came out best (0.714 +- 0.004; 18 epochs with weight 1:
-    # 0.709; 24 epochs with 0.5: 0.710; scVI 0.710, Harmony 0.719 on these seeds) and is
-    # SCFORMER.
+    # 0.709; 24 epochs with 0.5: 0.710; scVI 0.710, Harmony 0.719 on these seeds) and was
+    # SCFORMER until the eleventh round.
     "chosen_exact_statistics": {},
     "e18_dar0.5": {
         "model": {"dar_weight": 0.5},
@@ -185,8 +185,9 @@ TUNING: dict[str, dict] = {
     # Eleventh round: e18_dar0.5 with a 10-dimensional cell embedding (n_latent=10) instead of
     # 128; why the width matters is in docs/design.md (Embedding width), every run in the
     # log's "exploration_latent_width". Tuning seeds: Baron 0.691 +- 0.003 (e18_dar0.5:
-    # 0.714 +- 0.004); seed 0: Kang 0.939 (0.861), PBMC 0.836 (0.754). It is SCFORMER: the
-    # largest shortfall against the better baseline shrinks (Kang's 0.044 at 128 dimensions).
+    # 0.714 +- 0.004); seed 0: Kang 0.939 (0.861), PBMC 0.836 (0.754). It was SCFORMER until
+    # the thirteenth round: the largest shortfall against the better baseline shrank (Kang's
+    # 0.044 at 128 dimensions).
     "e18_dar0.5_latent10": {
         "model": {"dar_weight": 0.5, "n_latent": 10},
         "train": {"steps": 18 * BARON_STEPS_PER_EPOCH},
