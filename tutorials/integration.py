@@ -45,13 +45,13 @@
 # token states). Each dimension is standardised, so with all 128 the directions that carry
 # little but noise count as much as those that carry cell types, and many cells end up in no
 # other cell's nearest neighbours, which the neighbour-based metrics count as poor mixing
-# (Kang ctrl/stim, batch correction 0.86 with 128 dimensions, 0.93-0.94 with 10). At 10
-# dimensions the rare cell types lose their neighbourhoods, and two options give them back:
-# gene embeddings that start half on the principal axes of the data's expression
-# (`gene_init="pca", gene_init_weight=0.5`: co-expressed genes start close), and a stronger
-# ECS with a higher threshold (`ecs_weight=12, ecs_threshold=0.8`), which spreads the cells
-# apart and keeps the donors together. With `dar_weight=0.75` this is the benchmark's
-# configuration.
+# (Kang ctrl/stim, batch correction 0.86 with 128 dimensions, 0.93-0.94 with 10, without the
+# options below). At 10 dimensions the rare cell types lose their neighbourhoods. Gene
+# embeddings that start half on the principal axes of the data's expression
+# (`gene_init="pca", gene_init_weight=0.5`: co-expressed genes start close) keep more of
+# them but also more of the donors' differences; a stronger ECS with a higher threshold
+# (`ecs_weight=12, ecs_threshold=0.8`), which spreads the cells apart, brings the donors back
+# together. With `dar_weight=0.75` this is the benchmark's configuration.
 #
 # Set the environment variable `SCFORMER_TUTORIAL_FAST=1` to run with tiny settings (as the
 # test suite does).
