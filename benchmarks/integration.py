@@ -92,8 +92,8 @@ SCVI = {"model": {"n_latent": 30, "n_layers": 2}, "train": {"max_epochs": 400}}
 # "exploration_dar_offsets", "exploration_ecs", "exploration_mnn_bank",
 # "exploration_pull_variants", "exploration_anchor_pull", "exploration_latent_width",
 # "exploration_bio_at_10_dimensions", "exploration_kang_cost",
-# "exploration_training_length", "exploration_averaging_and_batch_size") use exact
-# statistics.
+# "exploration_training_length", "exploration_averaging_and_batch_size",
+# "exploration_depth_and_masking") use exact statistics.
 #
 # First round (binned values, no ECS, MVC on expressed genes only: FIRST_ROUND): with no batch
 # handling at all the donors already mix (iLISI 0.50, Harmony 0.49) and bio conservation is the
@@ -245,6 +245,9 @@ TUNING: dict[str, dict] = {
     "s744_bs48_dar0.75_latent10_half_pca_ecs12": half_pca_ecs12(
         dar_weight=0.75, epochs=24, batch_size=48
     ),
+    # Sixteenth round (exploratory, the log's "exploration_depth_and_masking"; tuning seeds
+    # 100 / 101, against 0.704 / 0.700): three encoder layers 0.720 / 0.679, mask ratio 0.25
+    # 0.719 / 0.704. Both inside the seed noise; no TUNING entry, no full benchmark.
 }
 
 
