@@ -125,11 +125,10 @@ def first_round(model: dict | None = None, train: dict | None = None) -> dict:
     }
 
 
-def half_pca_ecs12(dar_weight: float, epochs: int = 18, batch_size: int = 64) -> dict:
-    """A twelfth- to fifteenth-round entry: 10 dimensions, half PCA start, ECS 12.
-
-    ``epochs`` counts Baron epochs at batch size 64 (31 steps each), whatever ``batch_size``.
-    """
+def half_pca_ecs12(
+    dar_weight: float, steps: int = 18 * BARON_STEPS_PER_EPOCH, batch_size: int = 64
+) -> dict:
+    """A twelfth- to fifteenth-round entry: 10 dimensions, half PCA start, ECS 12."""
     return {
         "model": {
             "dar_weight": dar_weight,
@@ -139,7 +138,7 @@ def half_pca_ecs12(dar_weight: float, epochs: int = 18, batch_size: int = 64) ->
             "ecs_weight": 12.0,
             "ecs_threshold": 0.8,
         },
-        "train": {"steps": epochs * BARON_STEPS_PER_EPOCH, "batch_size": batch_size},
+        "train": {"steps": steps, "batch_size": batch_size},
     }
 
 
@@ -233,7 +232,9 @@ TUNING: dict[str, dict] = {
     # out: Baron 0.703 +- 0.004 (0.707 / 0.699 / 0.702; 18 epochs 0.714 +- 0.003), PBMC
     # 0.760 +- 0.014, Kang 0.908 +- 0.009, in 61 minutes. Not adopted: on Baron two seeds
     # cannot tell apart configurations that differ by less than about 0.02.
-    "e24_dar0.75_latent10_half_pca_ecs12": half_pca_ecs12(dar_weight=0.75, epochs=24),
+    "e24_dar0.75_latent10_half_pca_ecs12": half_pca_ecs12(
+        dar_weight=0.75, steps=24 * BARON_STEPS_PER_EPOCH
+    ),
     # Fifteenth round (the log's "exploration_averaging_and_batch_size"; tuning seeds):
     # averaging the weights over training (EMA, decay 0.99: 0.705; SWA over the last third:
     # 0.703; 0.704 without, seed 100) or the read-out over 8 stochastic tokenisations (0.683 /
@@ -243,7 +244,7 @@ TUNING: dict[str, dict] = {
     # 0.714 +- 0.003 (0.711 / 0.713 / 0.718, the same mean as 18 epochs at 64), PBMC 0.751 +-
     # 0.005, Kang 0.897 +- 0.006 (below scVI's 0.907), 3101 s. Not adopted.
     "s744_bs48_dar0.75_latent10_half_pca_ecs12": half_pca_ecs12(
-        dar_weight=0.75, epochs=24, batch_size=48
+        dar_weight=0.75, steps=744, batch_size=48
     ),
     # Sixteenth round (exploratory, the log's "exploration_depth_and_masking"; tuning seeds
     # 100 / 101, against 0.704 / 0.700): three encoder layers 0.720 / 0.679, mask ratio 0.25
