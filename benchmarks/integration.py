@@ -263,7 +263,7 @@ TUNING: dict[str, dict] = {
     # 0.708 / 0.710), ahead by 0.003 on average; too little to take to the full benchmark.
     # Attention pooling (0.680) or the <cls> state (0.665) as the cell embedding: no better
     # (seed 100). Where bio conservation is lost: the small endocrine and immune types (PP
-    # cells' nearest neighbours 64% PP against Harmony's 99%; the large types level).
+    # cells' share of PP neighbours 0.64 against Harmony's 0.985; the large types level).
     "e18_dar0.75_latent10_half_pca_ecs12_mask0.25": half_pca_ecs12(
         dar_weight=0.75, mask_ratio=0.25
     ),
