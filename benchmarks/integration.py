@@ -126,12 +126,12 @@ def first_round(model: dict | None = None, train: dict | None = None) -> dict:
 
 
 def half_pca_ecs12(
-    dar_weight: float,
-    steps: int = 18 * BARON_STEPS_PER_EPOCH,
-    batch_size: int = 64,
-    **train: float,
+    dar_weight: float, steps: int = 18 * BARON_STEPS_PER_EPOCH, **train: float
 ) -> dict:
-    """A twelfth- to seventeenth-round entry: 10 dimensions, half PCA start, ECS 12."""
+    """A twelfth- to seventeenth-round entry: 10 dimensions, half PCA start, ECS 12.
+
+    ``train`` overrides further training options of :data:`TUNING_BASE` (batch size, mask ratio).
+    """
     return {
         "model": {
             "dar_weight": dar_weight,
@@ -141,7 +141,7 @@ def half_pca_ecs12(
             "ecs_weight": 12.0,
             "ecs_threshold": 0.8,
         },
-        "train": {"steps": steps, "batch_size": batch_size, **train},
+        "train": {"steps": steps, **train},
     }
 
 
