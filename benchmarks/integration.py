@@ -279,6 +279,11 @@ TUNING: dict[str, dict] = {
     "e18_dar0.75_latent10_half_pca_ecs12_darwarm0.5": half_pca_ecs12(
         dar_weight=0.75, plan_kwargs={"dar_warmup_ratio": 0.5}
     ),
+    # The same warm-up with the adversary at full weight, for Kang's mixing (seed 0 of the
+    # reported seeds, one thread: Baron 0.719, Kang 0.922).
+    "e18_dar1_latent10_half_pca_ecs12_darwarm0.5": half_pca_ecs12(
+        dar_weight=1.0, plan_kwargs={"dar_warmup_ratio": 0.5}
+    ),
 }
 
 
