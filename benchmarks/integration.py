@@ -261,7 +261,7 @@ TUNING: dict[str, dict] = {
     # (0.693 / 0.682 / 0.685 against 0.704 / 0.697 / 0.717) or without the per-batch scaling
     # (0.688-0.698 against 0.704 / 0.700) did not help either. Ramping the adversary up over
     # half of the steps instead of a tenth: four tuning seeds 0.708 +- 0.002 (0.708 / 0.705 /
-    # 0.708 / 0.710), ahead by 0.003 on average; too little to take to the full benchmark.
+    # 0.708 / 0.710), ahead by 0.003 on average (its full benchmark: eighteenth round).
     # Attention pooling (0.680) or the <cls> state (0.665) as the cell embedding: no better
     # (seed 100). Where bio conservation is lost: the small endocrine and immune types (PP
     # cells' share of PP neighbours 0.64 against Harmony's 0.985; the large types level).
