@@ -290,7 +290,9 @@ TUNING: dict[str, dict] = {
     # "exploration_start_share_and_ecs_at_full_dar"), which looked on the reported seeds for
     # Baron's last 0.001 around it and found none: a stronger start (gene_init_weight 0.55:
     # 0.698 / 0.702 / 0.717) or ECS at weight 16 (0.712 / 0.704 / 0.716), against 0.719 /
-    # 0.722 / 0.704, each ahead on the seed it lost and behind on the other two.
+    # 0.722 / 0.704, each ahead on the seed it lost and behind on the other two; the
+    # adversary ramped over 70% or 40% of the steps, or at weight 1.25, no better on seeds 0 /
+    # 2 (0.713 / 0.688, 0.704 / 0.709, 0.698 / 0.700).
     "e18_dar1_latent10_half_pca_ecs12_darwarm0.5": half_pca_ecs12(
         dar_weight=1.0, plan_kwargs={"dar_warmup_ratio": 0.5}
     ),
