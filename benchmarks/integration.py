@@ -298,8 +298,8 @@ TUNING: dict[str, dict] = {
     # likelihood (ZINB on counts 0.695, seed 0; the hurdle head 0.688 / 0.673), no dropout
     # (0.705, seed 0), GEP at weight 0.5 (0.700 / 0.695) and eight narrower heads (0.700 /
     # 0.707) all lose on average, against 0.719 / 0.704. A 16-dimensional cell embedding
-    # (next entry) mixes Baron's donors better for a little bio conservation. Full benchmark: Baron
-    # 0.721 +- 0.003 (0.723 / 0.723 / 0.718; Harmony 0.716; batch correction 0.799 against
+    # (next entry) mixes Baron's donors better for a little bio conservation. Full benchmark:
+    # Baron 0.721 +- 0.003 (0.723 / 0.723 / 0.718; Harmony 0.716; batch correction 0.799 against
     # 0.761 at 10 dimensions, bio conservation 0.669 against 0.685), PBMC 0.810 +- 0.028, but
     # Kang 0.905 +- 0.007 (0.911 / 0.897 / 0.906; scVI 0.907 +- 0.018), 2942 s. Not adopted:
     # it trades Kang's target (short by 0.002) for Baron's (ahead by 0.005). 12 dimensions,
