@@ -308,6 +308,11 @@ TUNING: dict[str, dict] = {
     "e18_dar1_latent16_half_pca_ecs12_darwarm0.5": half_pca_ecs12(
         dar_weight=1.0, n_latent=16, plan_kwargs={"dar_warmup_ratio": 0.5}
     ),
+    # Twenty-first round (the log's "exploration_width_14_and_balanced_adversary"), no entry
+    # kept: 14 dimensions are no middle either (Baron 0.713: 0.717 / 0.716 / 0.706; Kang
+    # 0.914). An adversary whose loss weighs Baron's donors equally (Kang's and PBMC's batches
+    # are equal in size, so only Baron would change) loses cell types (0.713 / 0.702 on seeds
+    # 0 / 1), and 16 dimensions with the ramp over 30% of the steps lose Baron's seed 0 (0.694).
 }
 
 
