@@ -131,6 +131,18 @@ def test_batch_token_and_domain_norm_change_the_embedding_per_batch(baron_small)
     )
 
 
+def test_pooled_scale_gives_every_batch_the_same_spread(baron_small):
+    SCFormer.setup_anndata(baron_small, batch_key="donor")
+    model = train(baron_small, epochs=1, batch_token=True, domain_norm=True)
+    pooled = model.get_latent_representation(scale="pooled")
+    expected = model.module.cell_norm.pooled_std().numpy()
+    donors = baron_small.obs["donor"].to_numpy()
+    for donor in np.unique(donors):
+        cells = pooled[donors == donor]
+        np.testing.assert_allclose(cells.mean(0), 0, atol=1e-3)
+        np.testing.assert_allclose(cells.std(0, ddof=1), expected, rtol=1e-2)
+
+
 @pytest.mark.parametrize("style", ["cls", "weighted"])
 def test_cell_embedding_styles_and_linear_attention(baron_small, style):
     SCFormer.setup_anndata(baron_small)

@@ -48,6 +48,18 @@ def test_latent_does_not_depend_on_batch_size_or_subset(trained):
     np.testing.assert_allclose(model.get_latent_representation(indices=rows), full[rows], atol=1e-5)
 
 
+def test_pooled_scale_multiplies_each_dimension_by_its_spread(trained):
+    model, _ = trained
+    unit = model.get_latent_representation()
+    pooled = model.get_latent_representation(scale="pooled", batch_size=7)
+    norm = model.module.cell_norm
+    spread = torch.sqrt(norm.running_var + norm.eps).numpy()
+    np.testing.assert_allclose(pooled, unit * spread, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(pooled, unit, atol=1e-2)
+    with pytest.raises(ValueError, match="scale must be 'unit' or 'pooled'"):
+        model.get_latent_representation(scale="whitened")
+
+
 def test_same_seed_same_model(baron_small):
     SCFormer.setup_anndata(baron_small)
     latents = []

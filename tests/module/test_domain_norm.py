@@ -42,6 +42,16 @@ def test_shifted_batches_are_aligned():
         assert out[batches == b].mean(0).abs().max() < 0.05
 
 
+def test_pooled_std_is_the_root_mean_variance_over_batches():
+    torch.manual_seed(2)
+    batches = torch.arange(4000) % 2
+    x = torch.randn(4000, 3) * (1 + 2 * batches).unsqueeze(1)  # sd 1 in batch 0, 3 in batch 1
+    norm = DomainBatchNorm(2, 3)
+    for _ in range(100):  # let the running statistics converge
+        norm.train()(x, batches)
+    torch.testing.assert_close(norm.pooled_std(), torch.full((3,), 5.0**0.5), rtol=0.05, atol=0)
+
+
 def test_unseen_batch_and_single_cells_use_running_statistics():
     norm = DomainBatchNorm(2, 3)
     norm.running_mean.copy_(torch.tensor([[0.0, 1.0, 2.0], [2.0, 3.0, 4.0]]))

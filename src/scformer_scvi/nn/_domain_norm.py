@@ -82,6 +82,14 @@ class DomainBatchNorm(nn.Module):
                 )
         return (x - mean) / torch.sqrt(var + self.eps)
 
+    def pooled_std(self) -> torch.Tensor:
+        """Each feature's standard deviation within a batch, pooled over the batches.
+
+        The root of the batches' mean running variance: the spread the norm assumes for a
+        batch it has never seen.
+        """
+        return torch.sqrt(self.running_var.mean(0) + self.eps)
+
     @torch.no_grad()
     def set_statistics(self, batch: int, mean: torch.Tensor, var: torch.Tensor) -> None:
         """Replace the running statistics of one batch (e.g. estimated from all its cells)."""

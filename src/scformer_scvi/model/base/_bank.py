@@ -104,9 +104,13 @@ class BankMixin:
 
     @torch.inference_mode()
     def _embed_bank(
-        self, bank: scbank.DataBank, batch_size: int | None, table: str | None
+        self,
+        bank: scbank.DataBank,
+        batch_size: int | None,
+        table: str | None,
+        factor: np.ndarray | float = 1.0,
     ) -> np.ndarray:
-        """Embed every cell of the bank, in ``bank.obs`` order; optionally store the result."""
+        """Embed the bank's cells in ``bank.obs`` order, times ``factor``; optionally store them."""
         dataset, genes = self._bank_batches(bank, batch_size or 256, shuffle=False)
         collate = TokenizeCollate(self._gene_tokenizer(genes, "the bank"))
         self.module.eval()
@@ -118,7 +122,7 @@ class BankMixin:
         embeddings, cell_ids = np.concatenate(embeddings), np.concatenate(cell_ids)
         order = np.argsort(cell_ids)
         position = np.searchsorted(cell_ids[order], bank.obs["cell_id"].to_numpy())
-        embeddings = embeddings[order][position]
+        embeddings = embeddings[order][position] * factor
         if table is not None:
             writable = scbank.DataBank.open(bank.path, mode="a")
             writable.write_dense_table(

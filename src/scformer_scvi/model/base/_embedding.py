@@ -23,6 +23,7 @@ class EmbeddingMixin:
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         bank_table: str | None = None,
+        scale: Literal["unit", "pooled"] = "unit",
     ) -> np.ndarray:
         """Cell embeddings: the pooled final token states, standardised.
 
@@ -47,6 +48,13 @@ class EmbeddingMixin:
             With a bank: also store the embeddings in it as the dense table ``bank_table``,
             readable as ``bank.obsm[bank_table]`` (a new bank generation; an older table of
             that name stays readable in earlier generations).
+        scale
+            ``"unit"``: every dimension has unit variance (within each batch with
+            ``domain_norm``), the embedding the model's heads read. ``"pooled"``: then each
+            dimension is multiplied by its standard deviation before standardisation, pooled
+            over the batches (root of their mean variance), so that distances weigh the
+            dimensions by how much the encoder spreads the cells along them; batches stay
+            aligned as with ``"unit"``, since every batch gets the same factor.
 
         Returns
         -------
@@ -54,10 +62,11 @@ class EmbeddingMixin:
         ``adata.obsm["X_scFormer"] = model.get_latent_representation()``.
         """
         self._check_if_trained(warn=False)
+        factor = self._embedding_scale(scale)
         if isinstance(adata, scbank.DataBank):
             if indices is not None:
                 raise ValueError("indices= is not supported for a bank; embed it whole.")
-            return self._embed_bank(adata, batch_size, bank_table)
+            return self._embed_bank(adata, batch_size, bank_table, factor)
         if bank_table is not None:
             raise ValueError("bank_table= needs a scbank.DataBank as input.")
         adata = self._validate_anndata(adata)
@@ -67,7 +76,18 @@ class EmbeddingMixin:
             self.module.inference(**self.module._get_inference_input(tensors))["z"].float().cpu()
             for tensors in loader
         ]
-        return torch.cat(embeddings).numpy()
+        return torch.cat(embeddings).numpy() * factor
+
+    def _embedding_scale(self, scale: Literal["unit", "pooled"]) -> np.ndarray | float:
+        """The factor ``get_latent_representation`` multiplies each dimension by."""
+        if scale == "unit":
+            return 1.0
+        if scale != "pooled":
+            raise ValueError(f"scale must be 'unit' or 'pooled', got {scale!r}.")
+        norm = self.module.cell_norm
+        if getattr(self.module, "domain_norm", False):
+            return norm.pooled_std().float().cpu().numpy()
+        return torch.sqrt(norm.running_var + norm.eps).float().cpu().numpy()
 
     @torch.inference_mode()
     def update_batch_statistics(
