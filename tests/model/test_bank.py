@@ -36,6 +36,11 @@ def test_train_from_a_bank_and_write_embeddings_back(bank):
     # the same cells as an AnnData give the same embeddings (rows follow bank.obs)
     cells = bank[np.arange(bank.n_obs)].to_memory()
     np.testing.assert_allclose(model.get_latent_representation(cells), embedded, atol=1e-5)
+    np.testing.assert_allclose(
+        model.get_latent_representation(bank, scale="pooled"),
+        model.get_latent_representation(cells, scale="pooled"),
+        atol=1e-5,
+    )
 
 
 def test_bank_model_saves_and_loads(bank, tmp_path):
