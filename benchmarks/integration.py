@@ -777,8 +777,13 @@ def tune(names: list[str], seeds: tuple[int, ...]) -> None:
                 embeddings = {name: METHODS[name](data, seed, False)}
             else:
                 model = train_scformer(data, seed, False, config)
-                latent = model.get_latent_representation(**config["latent"])
                 unit = model.get_latent_representation()
+                # a second inference pass only for a read-out other than the default
+                latent = (
+                    model.get_latent_representation(**config["latent"])
+                    if config["latent"]
+                    else unit
+                )
                 embeddings = {name: latent, f"{name} (raw)": destandardise(model, unit)}
             seconds.append(round(time.perf_counter() - started, 1))
             per_seed.append(score(data, embeddings))
